@@ -1,0 +1,117 @@
+"""`apt-bench` command line: argument parsing only; each subcommand calls one function elsewhere.
+
+User errors (BenchError) print one clear line and exit 2; nothing else is caught, so bugs keep
+their tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Any, Callable, Sequence
+
+from benchmarks.base import BenchError
+
+DEFAULT_STORE = "runs/results.sqlite"
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be >= 1, got 0")
+    return value
+
+
+def _call(target: str) -> Callable[[argparse.Namespace], int]:
+    """Handler that imports `module:function` lazily and calls it with the parsed options."""
+
+    def handler(ns: argparse.Namespace) -> int:
+        module, _, attr = target.partition(":")
+        fn = getattr(importlib.import_module(module), attr)
+        kwargs: dict[str, Any] = {k: v for k, v in vars(ns).items() if k not in ("command", "handler")}
+        return int(fn(**kwargs) or 0)
+
+    return handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="apt-bench",
+        description="Out-of-distribution instruction generalization benchmark for VLA policies.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="roll out a policy on every (task, instruction) of a split")
+    run.add_argument("--policy", required=True,
+                     help="policy name (oracle, random, apt_pi0, ...) or a checkpoint directory")
+    run.add_argument("--split", required=True,
+                     help="seen|paraphrased|unseen|compositional|blank|shuffled|swapped, "
+                          "KIND@BASE for a control split of another split, or a YAML file path")
+    run.add_argument("--suite", default="tabletop")
+    run.add_argument("--episodes", type=_positive_int, default=None,
+                     help="episodes per instruction entry (default: the suite's quick setting)")
+    run.add_argument("--workers", type=_non_negative_int, default=None,
+                     help="env worker processes (0 = in-process, default = CPU count)")
+    run.add_argument("--store", default=DEFAULT_STORE, help="SQLite results store")
+    run.add_argument("--video", action="store_true", help="write one MP4 per episode")
+    run.add_argument("--ray-address", default=None, help="join an existing Ray cluster")
+    run.add_argument("--seed", type=_non_negative_int, default=0, help="first episode seed")
+    run.add_argument("--image-size", type=_positive_int, default=None)
+    run.add_argument("--replan-steps", type=_positive_int, default=None,
+                     help="actions executed from each chunk before re-querying the policy")
+    run.add_argument("--device", default="cpu", help="cpu or cuda[:N] for learned policies")
+    run.set_defaults(handler=_call("apt.eval.runner:run"))
+
+    cmp_ = sub.add_parser("compare", help="aggregate stored episodes into tables with 95%% CIs")
+    cmp_.add_argument("--store", default=DEFAULT_STORE)
+    cmp_.add_argument("--suite", default=None)
+    cmp_.add_argument("--policies", nargs="*", default=None)
+    cmp_.add_argument("--splits", nargs="*", default=None)
+    cmp_.add_argument("--format", dest="fmt", choices=("md", "csv", "latex"), default="md")
+    cmp_.add_argument("--out", default=None, help="write the table here instead of stdout")
+    cmp_.add_argument("--plot", default=None, help="write a success/gap plot (PNG) here")
+    cmp_.set_defaults(handler=_call("apt.eval.compare:compare"))
+
+    spl = sub.add_parser("splits", help="list and validate instruction sets")
+    spl.add_argument("--suite", default="tabletop")
+    spl.add_argument("--check", action="store_true", help="validate; non-zero exit on any problem")
+    spl.add_argument("files", nargs="*", help="instruction-set YAML files to validate instead")
+    spl.set_defaults(handler=_call("apt.splits:splits_command"))
+
+    dem = sub.add_parser("demos", help="write scripted-expert demonstrations")
+    dem.add_argument("--suite", default="tabletop")
+    dem.add_argument("--out", required=True)
+    dem.add_argument("--episodes-per-task", type=_positive_int, default=50)
+    dem.add_argument("--workers", type=_non_negative_int, default=None)
+    dem.add_argument("--seed", type=_non_negative_int, default=0)
+    dem.add_argument("--image-size", type=_positive_int, default=96)
+    dem.set_defaults(handler=_call("apt.training.data:demos_command"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return ns.handler(ns)
+    except BenchError as err:
+        print(f"apt-bench {ns.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"apt-bench {ns.command}: interrupted; finished episodes are kept in the store",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

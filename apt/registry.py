@@ -1,0 +1,99 @@
+"""Names -> builders for suites, policies and splits: one table each, with close-match hints.
+
+Builders are `"module:attribute"` strings imported lazily, so `import apt` never pulls in a
+simulator package (LIBERO, ManiSkill) or a heavy model until that name is asked for.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmarks.base import BenchError, Policy, Suite
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered name: where its builder lives and one line of help."""
+
+    name: str
+    target: str  # "package.module:callable"
+    help: str
+
+    def load(self) -> Callable[..., Any]:
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+def _table(*entries: Entry) -> dict[str, Entry]:
+    return {e.name: e for e in entries}
+
+
+SUITES: dict[str, Entry] = _table(
+    Entry("tabletop", "benchmarks.tabletop.suite:TabletopSuite",
+          "embedded MuJoCo tabletop (CPU, fast, language-only task identity)"),
+)
+
+# Reference policies (not learned). Learned ones come from checkpoint directories.
+POLICIES: dict[str, Entry] = _table(
+    Entry("oracle", "apt.eval.reference:OraclePolicy", "the suite's scripted expert (upper bound)"),
+    Entry("random", "apt.eval.reference:RandomPolicy", "uniform random actions (lower bound)"),
+)
+
+# Learned policy names `<recipe>_<arch>`; each resolves to a shipped or user checkpoint directory.
+RECIPES: tuple[str, ...] = ("baseline", "discrete", "apt")
+ARCHS: tuple[str, ...] = ("pi0", "groot")
+LEARNED_POLICIES: tuple[str, ...] = tuple(f"{r}_{a}" for r in RECIPES for a in ARCHS)
+
+SPLITS: tuple[str, ...] = ("seen", "paraphrased", "unseen", "compositional")
+CONTROL_SPLITS: tuple[str, ...] = ("blank", "shuffled", "swapped")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT_ROOT = REPO_ROOT / "checkpoints"
+
+
+def did_you_mean(name: str, options: list[str] | tuple[str, ...]) -> str:
+    """' (did you mean 'x'?)' for a near miss, else the empty string."""
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown(kind: str, name: str, options: list[str] | tuple[str, ...]) -> BenchError:
+    return BenchError(f"unknown {kind} {name!r}{did_you_mean(name, options)}; "
+                      f"valid {kind}s: {', '.join(options)}")
+
+
+def get_suite(name: str) -> Suite:
+    """Build a suite by name; unknown names list the valid ones."""
+    if name not in SUITES:
+        raise unknown("suite", name, tuple(SUITES))
+    return SUITES[name].load()()
+
+
+def policy_names() -> tuple[str, ...]:
+    return tuple(POLICIES) + LEARNED_POLICIES
+
+
+def build_policy(name: str, suite: Suite, *, seed: int = 0, device: str = "cpu") -> Policy:
+    """Resolve a policy name, a learned policy's shipped checkpoint, or a checkpoint directory.
+
+    Unknown names list the valid ones; a learned name without a checkpoint says how to make one.
+    """
+    if name in POLICIES:
+        return POLICIES[name].load()(suite=suite, seed=seed)
+    path = Path(name)
+    if name in LEARNED_POLICIES:
+        path = CHECKPOINT_ROOT / suite.name / name
+        if not (path / "config.json").is_file():
+            raise BenchError(
+                f"no checkpoint for {name!r} on suite {suite.name!r} at {path}; train one with "
+                f"`apt-bench train --policy {name} --suite {suite.name} --out DIR` and pass "
+                f"`--policy DIR`")
+    if path.is_dir() or name.endswith(("/", ".safetensors")) or path.exists():
+        from apt.training.checkpoints import load_policy  # lazy: pulls in torch and the models
+
+        return load_policy(path, suite=suite, device=device)
+    raise unknown("policy", name, policy_names() + ("<checkpoint directory>",))

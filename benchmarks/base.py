@@ -1,0 +1,155 @@
+"""The contracts between simulated suites and policies (DESIGN.md §3).
+
+This is the one module both sides read: suites, environments, scripted experts, learned policies,
+`random` and remote policies all meet here through structural typing, so `benchmarks` never needs
+to import the method package `apt`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Protocol, TypedDict, runtime_checkable
+
+import numpy as np
+
+try:  # Python >= 3.11
+    from typing import NotRequired
+except ImportError:  # pragma: no cover - Python 3.10
+    from typing_extensions import NotRequired
+
+
+class BenchError(Exception):
+    """An error a user can cause and fix (bad name, bad file, missing simulator...).
+
+    The CLI prints its message and exits non-zero without a traceback; everything else is a bug.
+    """
+
+
+class SpecMismatch(BenchError):
+    """A policy and a suite disagree on actions, cameras or state (checked before any episode)."""
+
+
+class Observation(TypedDict):
+    """What every suite returns and every policy consumes.
+
+    `privileged` carries simulator state for scripted experts only; learned policies must not read it.
+    """
+
+    images: dict[str, np.ndarray]  # camera name -> uint8[H, W, 3]
+    state: np.ndarray  # float32[D] proprioception
+    instruction: str  # exactly the string passed to Env.reset
+    privileged: NotRequired[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """How an action vector is to be read; suites and policies each declare one."""
+
+    dim: int
+    mode: Literal["delta", "absolute"] = "delta"
+    rotation: Literal["none", "axis_angle", "euler", "quat", "rot6d"] = "none"
+    gripper: str = "last dim: -1 open, +1 closed"
+    low: float = -1.0
+    high: float = 1.0
+
+
+@dataclass(frozen=True)
+class ObservationSpec:
+    """Cameras and proprioception a suite offers (or a policy needs)."""
+
+    cameras: tuple[str, ...]
+    state_dim: int
+    image_size: int = 96
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What a policy consumes and produces; compared with the suite's spec before the first episode."""
+
+    action: ActionSpec
+    observation: ObservationSpec
+    chunk: int = 1  # action steps returned per call (H in float32[B, H, A])
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of a suite; `attributes` (skill, object, target...) build compositional splits."""
+
+    task_id: str
+    instruction: str  # the canonical (training) instruction
+    max_steps: int
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    train: bool = True
+
+
+@runtime_checkable
+class Env(Protocol):
+    """One simulator instance for one task.
+
+    The instruction the env puts in observations is exactly the one passed to `reset`, never
+    re-derived from anything else (see LIBERO's file-name bug in reference/eval-conventions.md).
+    """
+
+    def reset(self, seed: int | None = None, instruction: str | None = None,
+              init_state: Any = None) -> Observation: ...
+
+    def step(self, action: np.ndarray) -> tuple[Observation, bool, dict[str, Any]]:
+        """Apply one action; returns (obs, done, info) with info["success"] a bool."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A batch of observations in, a batch of action chunks float32[B, H, A] out."""
+
+    spec: PolicySpec
+
+    def reset(self) -> None: ...
+
+    def act(self, observations: list[Observation]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Suite(Protocol):
+    """A set of tasks, a way to build environments for them, and (where one exists) an expert."""
+
+    name: str
+    version: str
+    action_spec: ActionSpec
+    observation_spec: ObservationSpec
+
+    def tasks(self) -> list[TaskSpec]: ...
+
+    def make_env(self, task_id: str, image_size: int = 96,
+                 cameras: tuple[str, ...] | None = None) -> Env: ...
+
+    def expert(self, task_id: str) -> Policy: ...
+
+
+def check_compatible(suite_action: ActionSpec, suite_obs: ObservationSpec, policy: PolicySpec) -> None:
+    """Raise SpecMismatch naming every disagreement between a suite and a policy.
+
+    Run once before the first episode, so a mismatch costs seconds, not a wasted evaluation.
+    """
+    problems: list[str] = []
+    pa = policy.action
+    if pa.dim != suite_action.dim:
+        problems.append(f"action dimension: policy {pa.dim}, suite {suite_action.dim}")
+    if pa.mode != suite_action.mode:
+        problems.append(f"action mode: policy {pa.mode}, suite {suite_action.mode}")
+    if pa.rotation != suite_action.rotation:
+        problems.append(f"rotation format: policy {pa.rotation}, suite {suite_action.rotation}")
+    if pa.gripper != suite_action.gripper:
+        problems.append(f"gripper convention: policy '{pa.gripper}', suite '{suite_action.gripper}'")
+    missing = [c for c in policy.observation.cameras if c not in suite_obs.cameras]
+    if missing:
+        problems.append(f"cameras {missing} not offered by the suite (it has {list(suite_obs.cameras)})")
+    if policy.observation.state_dim and policy.observation.state_dim != suite_obs.state_dim:
+        problems.append(f"state dimension: policy {policy.observation.state_dim}, suite {suite_obs.state_dim}")
+    if policy.chunk < 1:
+        problems.append(f"chunk length must be >= 1, got {policy.chunk}")
+    if problems:
+        raise SpecMismatch("policy and suite do not match: " + "; ".join(problems)
+                           + ". Use a policy trained for this suite, or adapt its spec.")
