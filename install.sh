@@ -23,7 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     echo "install.sh: installing rendering libraries: ${missing[*]}"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${gl_pkgs[@]}" >/dev/null
   else
     echo "install.sh: please install OSMesa or Mesa EGL (${missing[*]}) with your system's package manager" >&2
   fi

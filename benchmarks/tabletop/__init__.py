@@ -1,0 +1,5 @@
+"""The embedded MuJoCo tabletop suite (DESIGN.md §6)."""
+
+from benchmarks.tabletop.suite import TabletopSuite
+
+__all__ = ["TabletopSuite"]
