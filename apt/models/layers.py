@@ -43,13 +43,13 @@ def sincos_embedding(t: Tensor, dim: int, min_period: float = 4e-3, max_period: 
     """Sine-cosine embedding of a scalar in [0, 1] per batch item (openpi's `posemb_sincos`).
 
     The periods are chosen for t in [0, 1] (flow-matching time), not for integer positions.
-    t: [B] -> [B, dim].
+    t: [B] -> [B, dim] float32 (callers cast to their compute dtype).
     """
     assert t.ndim == 1 and dim % 2 == 0, (t.shape, dim)
     frac = torch.linspace(0.0, 1.0, dim // 2, device=t.device, dtype=torch.float32)
     period = min_period * (max_period / min_period) ** frac
     ang = t.float()[:, None] * (2 * math.pi / period)[None, :]
-    return torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1).to(t.dtype if t.is_floating_point() else torch.float32)
+    return torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1)
 
 
 def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:

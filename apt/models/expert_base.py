@@ -1,0 +1,75 @@
+"""What both action experts share: one config dataclass and one call signature.
+
+An expert maps (VLM features, state, noisy action chunk, time) to a flow-matching velocity. The call is
+split in two so the VLM-dependent part (projected prefix keys/values, GR00T's adapter) is computed
+once per `sample_actions` and reused at every Euler step:
+    prefix = expert.encode_prefix(vlm_out, key_mask)      # once
+    v      = expert.velocity(prefix, state, x_t, t)       # per step
+`forward(vlm_out, state, x_t, t, key_mask)` does both (training).
+
+key_mask [B, T] bool selects the VLM tokens the Stage-1 trunk may attend to (Stage 1 / Stage 2:
+`VLMOutput.vision_key_mask()`, image tokens only; `full`: None = every valid token). Inserted Stage-2
+fusion layers always read every valid token (language unmasked).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+from apt.models.fusion import FusionConfig
+from apt.models.vlm import VLMOutput
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """Sizes of the action expert (fields marked pi / groot apply to that architecture only)."""
+
+    width: int = 128
+    depth: int = 4  # Stage-1 attention layers (pi: joint-attention layers; groot: DiT blocks)
+    heads: int = 4
+    kv_heads: int | None = None  # grouped/multi-query K/V heads (pi0's Gemma expert: 1); None = heads
+    head_dim: int | None = None  # None = width // heads
+    mlp_ratio: float = 4.0
+    layer_map: tuple[int, ...] | None = None  # pi: VLM hidden_states index read by expert layer i (None = strided)
+    vlm_layer: int | None = None  # groot: the one VLM hidden_states index read (None = middle, like GR00T's 12)
+    adapter_layers: int = 2  # groot: self-attention layers of the VLM-feature adapter (GR00T N1.5: 4)
+    num_future_tokens: int = 8  # groot: learned future tokens (GR00T: 32)
+
+
+def default_layer_map(expert_depth: int, vlm_layers: int) -> tuple[int, ...]:
+    """Expert layer i reads VLM hidden_states[floor(i * L / depth)]: pi0's "layer l reads the input of
+    VLM layer l" when depths are equal, evenly strided over the VLM otherwise.
+
+    >>> default_layer_map(4, 4), default_layer_map(2, 4), default_layer_map(18, 28)[:4]
+    ((0, 1, 2, 3), (0, 2), (0, 1, 3, 4))
+    """
+    return tuple((i * vlm_layers) // expert_depth for i in range(expert_depth))
+
+
+class Expert(nn.Module, abc.ABC):
+    """Interface of an action expert (pi-style or GR00T-style)."""
+
+    @abc.abstractmethod
+    def encode_prefix(self, vlm: VLMOutput, key_mask: Tensor | None = None) -> Any:
+        """Everything that depends only on the VLM output, cached across denoising steps."""
+
+    @abc.abstractmethod
+    def velocity(self, prefix: Any, state: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """state [B, S], x_t [B, H, A], t [B] -> velocity [B, H, A]."""
+
+    @abc.abstractmethod
+    def insert_fusion_layers(self, fusion: FusionConfig) -> None:
+        """Stage 1 -> Stage 2: add one gated fusion layer after each trunk attention layer."""
+
+    @property
+    @abc.abstractmethod
+    def has_fusion(self) -> bool:
+        """True once Stage-2 fusion layers exist."""
+
+    def forward(self, vlm: VLMOutput, state: Tensor, x_t: Tensor, t: Tensor,
+                key_mask: Tensor | None = None) -> Tensor:
+        return self.velocity(self.encode_prefix(vlm, key_mask), state, x_t, t)

@@ -1,0 +1,258 @@
+"""VLAModel: a VLM backbone + an action expert trained by flow matching, in one of three recipes.
+
+Recipe stages (`ModelConfig.stage`):
+  stage1  Vision-Action prior. VLM frozen; the expert has only its L trunk attention layers and every
+          one of them sees image tokens only (language keys masked out).
+  stage2  Prior + language likelihood. A gated fusion layer follows each trunk layer and reads the
+          full VLM features; trunk layers keep the image-only keys. Built from a Stage-1 model with
+          `stage2_from_stage1` (or a Stage-1 checkpoint with `load_stage1_state_dict`). The VLM trains
+          iff `fusion.unfreeze_vlm`, at `fusion.vlm_lr_multiplier` times the base LR.
+  full    The standard end-to-end baseline: the same modules as stage2 (so capacity matches), every
+          layer sees language, the VLM's trainable part trains at the base LR, random expert init.
+
+Batch schema (one schema, validated here): {"images": [B, N_cam, 3, H, W] uint8 (or float in [0, 1]),
+"input_ids": [B, L], "attention_mask": [B, L] (from `model.tokenize`), "state": [B, S] normalised,
+"actions": [B, H, A] normalised (loss only)}. Actions in and out are normalised: un-normalisation with
+checkpoint statistics is the policy wrapper's job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from apt.models.expert_base import Expert, ExpertConfig
+from apt.models.flow import FlowConfig, euler_sample, flow_matching_loss, sample_time
+from apt.models.fusion import FusionConfig, fusion_parameter_names
+from apt.models.groot_expert import GrootExpert
+from apt.models.pi_expert import PiExpert
+from apt.models.vlm import VLM, VLMConfig, VLMOutput, build_vlm
+
+ARCHS = ("pi0", "groot")
+STAGES = ("stage1", "stage2", "full")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the model; stored as JSON in a checkpoint's config.json."""
+
+    arch: str = "pi0"  # "pi0" (joint attention to per-layer VLM features) | "groot" (DiT, one VLM layer)
+    stage: str = "full"  # "stage1" | "stage2" | "full" (see module docstring)
+    vlm: VLMConfig = field(default_factory=VLMConfig)
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
+    chunk_len: int = 8  # H: actions per chunk
+    action_dim: int = 7  # A (set from the suite's action spec)
+    state_dim: int = 8  # S (set from the suite's observation spec)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+
+    @property
+    def vlm_trainable(self) -> bool:
+        return self.stage == "full" or (self.stage == "stage2" and self.fusion.unfreeze_vlm)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        return _from_dict(cls, d)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """Rebuild a (nested) frozen config dataclass from its to_dict(); JSON lists become tuples."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in d.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            value = _from_dict(tp, value)  # type: ignore[arg-type]
+        elif isinstance(value, list) and "tuple" in str(tp):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------- model
+class VLAModel(nn.Module):
+    """VLM + expert (+ Stage-2 fusion). `loss(batch)` for training, `sample_actions(batch)` for acting."""
+
+    def __init__(self, cfg: ModelConfig, vlm: VLM | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vlm: VLM = vlm if vlm is not None else build_vlm(cfg.vlm)
+        expert_cls = PiExpert if cfg.arch == "pi0" else GrootExpert
+        self.expert: Expert = expert_cls(
+            cfg.expert, vlm_hidden=self.vlm.hidden_size, vlm_layers=self.vlm.num_layers, state_dim=cfg.state_dim,
+            action_dim=cfg.action_dim, chunk_len=cfg.chunk_len,
+            fusion=None if cfg.stage == "stage1" else cfg.fusion)
+        self.vlm.set_trainable(cfg.vlm_trainable)
+
+    # -- helpers
+    def tokenize(self, instructions: list[str]) -> dict[str, Tensor]:
+        """Instructions -> {"input_ids", "attention_mask"} for the batch (callers never touch a tokenizer)."""
+        return self.vlm.tokenize(instructions)
+
+    def train(self, mode: bool = True) -> VLAModel:
+        super().train(mode)
+        if not self.cfg.vlm_trainable:
+            self.vlm.eval()  # a frozen VLM runs in inference mode (no dropout)
+        return self
+
+    def encode(self, batch: dict[str, Tensor]) -> VLMOutput:
+        """Run the VLM once; without autograd when it is frozen (memory, and no gradient by construction)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.vlm_trainable):
+            return self.vlm(batch["images"], batch["input_ids"], batch["attention_mask"])
+
+    def trunk_key_mask(self, vlm_out: VLMOutput) -> Tensor | None:
+        """Keys of the expert's trunk layers: image tokens only in stage1/stage2 (the prior), all in full."""
+        return None if self.cfg.stage == "full" else vlm_out.vision_key_mask()
+
+    def _check(self, batch: dict[str, Tensor], need_actions: bool) -> int:
+        keys = {"images", "input_ids", "attention_mask", "state"} | ({"actions"} if need_actions else set())
+        missing = keys - set(batch)
+        if missing:
+            raise KeyError(f"batch lacks {sorted(missing)}; expected {sorted(keys)}")
+        b = batch["state"].shape[0]
+        assert batch["state"].shape == (b, self.cfg.state_dim), batch["state"].shape
+        if need_actions:
+            assert batch["actions"].shape == (b, self.cfg.chunk_len, self.cfg.action_dim), batch["actions"].shape
+        return b
+
+    # -- training / inference
+    def loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
+        """Flow-matching MSE over the action chunk (scalar)."""
+        b = self._check(batch, need_actions=True)
+        vlm_out = self.encode(batch)
+        prefix = self.expert.encode_prefix(vlm_out, self.trunk_key_mask(vlm_out))
+        actions, state = batch["actions"], batch["state"]
+        gdev = generator.device if generator is not None else actions.device
+        noise = torch.randn(actions.shape, generator=generator, device=gdev).to(actions)
+        t = sample_time(b, self.cfg.flow, gdev, generator).to(actions)
+        return flow_matching_loss(lambda x, tt: self.expert.velocity(prefix, state, x, tt),
+                                  actions, self.cfg.flow, noise=noise, t=t)
+
+    @torch.no_grad()
+    def sample_actions(self, batch: dict[str, Tensor], generator: torch.Generator | None = None,
+                       num_steps: int | None = None) -> Tensor:
+        """Normalised action chunks [B, H, A]: VLM + prefix once, then Euler steps from t=1 to t=0."""
+        b = self._check(batch, need_actions=False)
+        vlm_out = self.encode(batch)
+        prefix = self.expert.encode_prefix(vlm_out, self.trunk_key_mask(vlm_out))
+        state = batch["state"]
+        shape = (b, self.cfg.chunk_len, self.cfg.action_dim)
+        gdev = generator.device if generator is not None else state.device
+        noise = torch.randn(shape, generator=generator, device=gdev).to(state)
+        return euler_sample(lambda x, t: self.expert.velocity(prefix, state, x, t), shape,
+                            num_steps or self.cfg.flow.num_steps, noise=noise)
+
+    def param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
+        """Optimizer groups: expert at `lr`; trainable VLM params at lr * vlm_lr_multiplier (stage2) or lr (full)."""
+        expert = [p for p in self.expert.parameters() if p.requires_grad]
+        groups: list[dict[str, Any]] = [{"params": expert, "lr": lr, "weight_decay": weight_decay, "name": "expert"}]
+        vlm = [p for p in self.vlm.parameters() if p.requires_grad]
+        if vlm:
+            mult = self.cfg.fusion.vlm_lr_multiplier if self.cfg.stage == "stage2" else 1.0
+            groups.append({"params": vlm, "lr": lr * mult, "weight_decay": weight_decay, "name": "vlm"})
+        return groups
+
+
+def load_stage1_state_dict(model: VLAModel, state_dict: dict[str, Tensor]) -> None:
+    """Load a Stage-1 state dict into a Stage-2 model: every Stage-1 tensor must match; the only
+    missing keys allowed are the inserted fusion layers (they keep their fresh init)."""
+    if model.cfg.stage != "stage2":
+        raise ValueError(f"target model must be stage2, is {model.cfg.stage}")
+    res = model.load_state_dict(state_dict, strict=False)
+    allowed = {"expert." + n for n in fusion_parameter_names(model.expert)}
+    bad_missing = [k for k in res.missing_keys if k not in allowed]
+    if res.unexpected_keys or bad_missing:
+        raise ValueError(f"not a Stage-1 state dict of this architecture: unexpected {res.unexpected_keys[:5]}, "
+                         f"missing {bad_missing[:5]}")
+
+
+def stage2_from_stage1(stage1: VLAModel, fusion: FusionConfig | None = None) -> VLAModel:
+    """Stage-1 model -> Stage-2 model by construction (shares the VLM module, copies all expert weights).
+
+    The returned model's outputs equal the Stage-1 prior's up to the gates' initial opening
+    sigmoid(gate_init_logit) per inserted layer.
+    """
+    if stage1.cfg.stage != "stage1":
+        raise ValueError(f"expected a stage1 model, got {stage1.cfg.stage}")
+    cfg = stage1.cfg.replace(stage="stage2", fusion=fusion or stage1.cfg.fusion)
+    model = VLAModel(cfg, vlm=stage1.vlm)
+    model.to(next(stage1.expert.parameters()).device)
+    load_stage1_state_dict(model, stage1.state_dict())
+    return model
+
+
+# ----------------------------------------------------------------------------------------- presets
+# Qwen3-VL-2B architecture numbers, used to size the real preset without its files (meta device); a
+# local checkpoint's own config.json always wins when weights are loaded.
+QWEN3_VL_2B_ARCH: dict[str, Any] = {
+    "model_type": "qwen3_vl",
+    "image_token_id": 151655, "video_token_id": 151656,
+    "vision_start_token_id": 151652, "vision_end_token_id": 151653, "tie_word_embeddings": True,
+    "text_config": {"hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 28,
+                    "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+                    "max_position_embeddings": 262144,
+                    "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0,
+                                        "mrope_section": [24, 20, 20], "mrope_interleaved": True}},
+    "vision_config": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16,
+                      "out_hidden_size": 2048, "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                      "num_position_embeddings": 2304, "deepstack_visual_indexes": [5, 11, 17]},
+}
+
+_DUMMY_VLM = VLMConfig(kind="tiny", pretrained_encoders=False, image_size=32, feature_stride=16, width=32,
+                       layers=2, heads=2, max_text_tokens=16)
+_DUMMY_EXPERT = ExpertConfig(width=32, depth=2, heads=2, mlp_ratio=2.0, adapter_layers=1, num_future_tokens=2)
+_TINY_VLM = VLMConfig(kind="tiny", pretrained_encoders=True, image_size=128, feature_stride=16, width=128,
+                      layers=4, heads=4, max_text_tokens=24)
+_TINY_EXPERT = ExpertConfig(width=128, depth=4, heads=4, mlp_ratio=4.0, adapter_layers=2, num_future_tokens=8)
+_QWEN_VLM = VLMConfig(kind="hf", name_or_path="Qwen/Qwen3-VL-2B-Instruct", image_size=224, max_text_tokens=48,
+                      dtype="bfloat16")
+
+PRESETS: dict[str, ModelConfig] = {
+    # Unit tests / CI: random stand-in encoders, a few thousand parameters per module, no weights read.
+    "dummy_pi0": ModelConfig(arch="pi0", vlm=_DUMMY_VLM, expert=_DUMMY_EXPERT, chunk_len=4, action_dim=4, state_dim=4),
+    "dummy_groot": ModelConfig(arch="groot", vlm=_DUMMY_VLM, expert=_DUMMY_EXPERT, chunk_len=4, action_dim=4,
+                               state_dim=4, flow=FlowConfig(num_steps=4)),
+    # The embedded default (tabletop on CPU): MiniLM + EfficientNet-Lite0 + 4x128 trunk, 4x128 expert.
+    "tiny_pi0": ModelConfig(arch="pi0", vlm=_TINY_VLM, expert=_TINY_EXPERT, chunk_len=8),
+    "tiny_groot": ModelConfig(arch="groot", vlm=_TINY_VLM, expert=_TINY_EXPERT, chunk_len=8,
+                              flow=FlowConfig(num_steps=4)),
+    # Paper scale: Qwen3-VL-2B (hub name or set vlm.name_or_path to a local copy) + ~300M expert.
+    "qwen3vl2b_pi0": ModelConfig(arch="pi0", vlm=_QWEN_VLM, chunk_len=50, action_dim=7, state_dim=8,
+                                 expert=ExpertConfig(width=1024, depth=18, heads=8, kv_heads=1, head_dim=128)),
+    "qwen3vl2b_groot": ModelConfig(arch="groot", vlm=_QWEN_VLM, chunk_len=16, action_dim=7, state_dim=8,
+                                   flow=FlowConfig(num_steps=4),
+                                   expert=ExpertConfig(width=1024, depth=16, heads=8, adapter_layers=4,
+                                                       num_future_tokens=32, vlm_layer=12)),
+}
+
+
+def get_model_config(name: str) -> ModelConfig:
+    """Preset by name; a typo gets a "did you mean" hint."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, PRESETS, n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise KeyError(f"unknown model preset {name!r}.{hint} Known: {', '.join(PRESETS)}") from None
