@@ -1,0 +1,130 @@
+"""Scripted-expert demonstrations: generated with the real simulator at a small image size,
+read back through the one reader, identical whatever the number of worker processes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from apt import cli
+from apt.splits import load_split
+from apt.training.data import (DEMO_SEED_BASE, META_FILE, episode_seed, generate_demos, image_file,
+                               load_demos)
+from benchmarks.base import BenchError
+
+TabletopSuite = pytest.importorskip("benchmarks.tabletop.suite").TabletopSuite
+
+TASKS = ["place-red-plate", "stack-blue-green", "push-yellow-left"]
+SIZE = 24
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return TabletopSuite()
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, suite):
+    """The same small dataset made in-process and with 2 spawned workers."""
+    root = tmp_path_factory.mktemp("demos")
+    out = {}
+    for workers in (0, 2):
+        out[workers] = generate_demos(suite, root / f"w{workers}", episodes_per_task=2,
+                                      workers=workers, seed=3, image_size=SIZE, tasks=TASKS,
+                                      progress=False)
+    return out
+
+
+def test_worker_count_does_not_change_the_data(made):
+    assert made[0].data_hash == made[2].data_hash
+    assert made[0].frames == made[2].frames
+    a, b = load_demos(made[0].path), load_demos(made[2].path)
+    np.testing.assert_array_equal(a.images["front"], b.images["front"])
+    np.testing.assert_array_equal(a.actions, b.actions)
+
+
+def test_dataset_shapes_and_labels(made, suite):
+    s = made[2]
+    assert s.failed == 0 and s.errors == 0 and s.per_task == {t: 2 for t in TASKS}
+    demos = load_demos(s.path, suite="tabletop", suite_version=suite.version, verify=True)
+    n = len(demos)
+    assert n == s.frames and demos.num_episodes == 6
+    assert demos.states.shape == (n, suite.observation_spec.state_dim)
+    assert demos.actions.shape == (n, suite.action_spec.dim) and demos.actions.dtype == np.float32
+    assert set(demos.cameras) == set(suite.observation_spec.cameras)
+    for cam, img in demos.images.items():
+        assert img.shape == (n, SIZE, SIZE, 3) and img.dtype == np.uint8
+        assert isinstance(img, np.memmap)  # memory-mapped, not loaded
+        assert img.std() > 5  # real renders, not blank frames
+    # Every label is a train.yaml instruction of that very task; no held-out task appears.
+    train = load_split("tabletop", "train", suite.tasks())
+    allowed = {(e.task_id, e.instruction) for e in train.entries}
+    assert set(zip(demos.task_ids, demos.instructions)) <= allowed
+    held_out = {t.task_id for t in suite.tasks() if not t.train}
+    assert not set(demos.task_ids) & held_out
+    assert set(demos.task_ids) == set(TASKS)
+    # Episodes: contiguous rows, frames counted from 0, success reached on the last row only.
+    for e, rows in enumerate(demos.episodes()):
+        assert (demos.episode_index[rows] == e).all()
+        np.testing.assert_array_equal(demos.frame_index[rows], np.arange(rows.stop - rows.start))
+        assert len(set(demos.task_ids[rows])) == 1 and len(set(demos.seeds[rows])) == 1
+        assert demos.success[rows][-1] and demos.rewards[rows].sum() == 1.0
+        assert demos.seeds[rows][0] >= DEMO_SEED_BASE  # never an evaluation seed
+    meta = demos.meta
+    assert meta["suite"] == "tabletop" and meta["image_size"] == SIZE and meta["seed"] == 3
+    assert meta["instruction_set"]["sha256"] == train.sha256
+    assert meta["data_hash"] == s.data_hash and meta["episodes"] == 6
+
+
+def test_seeds_depend_only_on_identity():
+    assert episode_seed(0, "push-red-left", 4) == episode_seed(0, "push-red-left", 4)
+    assert len({episode_seed(0, "push-red-left", e) for e in range(100)}) == 100
+    assert episode_seed(1, "push-red-left", 0) != episode_seed(0, "push-red-left", 0)
+
+
+def test_reader_errors_say_what_to_do(made, tmp_path):
+    with pytest.raises(BenchError, match="directory not found; make them with `apt-bench demos"):
+        load_demos(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BenchError, match="no meta.json"):
+        load_demos(tmp_path / "empty")
+    with pytest.raises(BenchError, match="demonstrations of suite 'tabletop', not 'libero'"):
+        load_demos(made[0].path, suite="libero")
+    with pytest.raises(BenchError, match="version 1, the installed suite is version 9"):
+        load_demos(made[0].path, suite_version="9")
+    broken = tmp_path / "broken"
+    shutil.copytree(made[0].path, broken)
+    (broken / image_file("wrist")).unlink()
+    with pytest.raises(BenchError, match="missing images_wrist.npy"):
+        load_demos(broken)
+    meta = json.loads((broken / META_FILE).read_text())
+    meta["cameras"] = ["front"]
+    meta["data_hash"] = "0" * 64
+    (broken / META_FILE).write_text(json.dumps(meta))
+    assert load_demos(broken).cameras == ("front",)
+    with pytest.raises(BenchError, match="does not match the data_hash"):
+        load_demos(broken, verify=True)
+
+
+def test_generation_refuses_held_out_tasks_and_existing_output(made, suite, tmp_path):
+    with pytest.raises(BenchError, match="held out of training"):
+        generate_demos(suite, tmp_path / "x", episodes_per_task=1, workers=0, tasks=["place-red-bowl"])
+    with pytest.raises(BenchError, match="already holds demonstrations"):
+        generate_demos(suite, made[0].path, episodes_per_task=1, workers=0, tasks=TASKS[:1])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
+
+
+def test_demos_command_end_to_end(tmp_path, capsys):
+    out = tmp_path / "all"
+    rc = cli.main(["demos", "--out", str(out), "--episodes-per-task", "1", "--workers", "2",
+                   "--image-size", "16"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "24/24 episodes succeeded" in text
+    demos = load_demos(out, suite="tabletop")
+    assert demos.num_episodes == 24 and demos.images["front"].shape[1:] == (16, 16, 3)
+    assert not Path(str(out) + ".partial").exists()
