@@ -96,6 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
     dem.add_argument("--seed", type=_non_negative_int, default=0)
     dem.add_argument("--image-size", type=_positive_int, default=96)
     dem.set_defaults(handler=_call("apt.training.data:demos_command"))
+    trn = sub.add_parser("train", help="train a policy with its recipe and write a checkpoint")
+    trn.add_argument("--policy", required=True,
+                     help="apt_pi0, apt_groot, baseline_pi0, baseline_groot, or vlm_tiny")
+    trn.add_argument("--suite", default="tabletop")
+    trn.add_argument("--demos", default=None, help="demonstration directory (apt-bench demos)")
+    trn.add_argument("--out", default=None, help="checkpoint directory to write")
+    trn.add_argument("--steps", type=_positive_int, default=3000, help="total optimisation steps")
+    trn.add_argument("--batch-size", type=_positive_int, default=64)
+    trn.add_argument("--lr", type=float, default=3e-4)
+    trn.add_argument("--seed", type=_non_negative_int, default=0)
+    trn.add_argument("--device", default="cpu")
+    trn.add_argument("--preset", default=None, help="model preset (default tiny_<arch>)")
+    trn.add_argument("--vlm", default=None, help="vlm_tiny checkpoint directory, or 'none'")
+    trn.add_argument("--stage", type=int, choices=(1, 2), default=None,
+                     help="apt only: run Stage 1 alone, or Stage 2 from --init")
+    trn.add_argument("--init", default=None, help="Stage-1 checkpoint for --stage 2")
+    trn.add_argument("--cameras", nargs="+", default=["front"])
+    trn.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    trn.set_defaults(handler=_call("apt.training.recipes:train"))
     return parser
 
 

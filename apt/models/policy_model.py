@@ -10,7 +10,8 @@ Recipe stages (`ModelConfig.stage`):
   full    The standard end-to-end baseline: the same modules as stage2 (so capacity matches), every
           layer sees language, the VLM's trainable part trains at the base LR, random expert init.
 
-Batch schema (one schema, validated here): {"images": [B, N_cam, 3, H, W] uint8 (or float in [0, 1]),
+Batch schema (one schema, validated here): {"images": [B, N_cam, 3, H, W] uint8 (or float in [0, 1]) --
+or instead the cached frozen-encoder outputs "image_features" [B, N*P, C] and "text_features" [B, L, D] --
 "input_ids": [B, L], "attention_mask": [B, L] (from `model.tokenize`), "state": [B, S] normalised,
 "actions": [B, H, A] normalised (loss only)}. Actions in and out are normalised: un-normalisation with
 checkpoint statistics is the policy wrapper's job.
@@ -32,7 +33,7 @@ from apt.models.flow import FlowConfig, euler_sample, flow_matching_loss, sample
 from apt.models.fusion import FusionConfig, fusion_parameter_names
 from apt.models.groot_expert import GrootExpert
 from apt.models.pi_expert import PiExpert
-from apt.models.vlm import VLM, VLMConfig, VLMOutput, build_vlm
+from apt.models.vlm import VLM, FrozenFeatures, VLMConfig, VLMOutput, build_vlm
 
 ARCHS = ("pi0", "groot")
 STAGES = ("stage1", "stage2", "full")
@@ -119,15 +120,19 @@ class VLAModel(nn.Module):
 
     def encode(self, batch: dict[str, Tensor]) -> VLMOutput:
         """Run the VLM once; without autograd when it is frozen (memory, and no gradient by construction)."""
+        frozen = None
+        if "image_features" in batch:  # cached frozen-encoder outputs (training on a fixed demo set)
+            frozen = FrozenFeatures(batch["image_features"], batch["text_features"])
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.vlm_trainable):
-            return self.vlm(batch["images"], batch["input_ids"], batch["attention_mask"])
+            return self.vlm(batch.get("images"), batch["input_ids"], batch["attention_mask"], frozen=frozen)
 
     def trunk_key_mask(self, vlm_out: VLMOutput) -> Tensor | None:
         """Keys of the expert's trunk layers: image tokens only in stage1/stage2 (the prior), all in full."""
         return None if self.cfg.stage == "full" else vlm_out.vision_key_mask()
 
     def _check(self, batch: dict[str, Tensor], need_actions: bool) -> int:
-        keys = {"images", "input_ids", "attention_mask", "state"} | ({"actions"} if need_actions else set())
+        vision = {"image_features", "text_features"} if "image_features" in batch else {"images"}
+        keys = vision | {"input_ids", "attention_mask", "state"} | ({"actions"} if need_actions else set())
         missing = keys - set(batch)
         if missing:
             raise KeyError(f"batch lacks {sorted(missing)}; expected {sorted(keys)}")
@@ -223,7 +228,7 @@ QWEN3_VL_2B_ARCH: dict[str, Any] = {
 _DUMMY_VLM = VLMConfig(kind="tiny", pretrained_encoders=False, image_size=32, feature_stride=16, width=32,
                        layers=2, heads=2, max_text_tokens=16)
 _DUMMY_EXPERT = ExpertConfig(width=32, depth=2, heads=2, mlp_ratio=2.0, adapter_layers=1, num_future_tokens=2)
-_TINY_VLM = VLMConfig(kind="tiny", pretrained_encoders=True, image_size=128, feature_stride=16, width=128,
+_TINY_VLM = VLMConfig(kind="tiny", pretrained_encoders=True, image_size=96, feature_stride=16, width=128,
                       layers=4, heads=4, max_text_tokens=24)
 _TINY_EXPERT = ExpertConfig(width=128, depth=4, heads=4, mlp_ratio=4.0, adapter_layers=2, num_future_tokens=8)
 _QWEN_VLM = VLMConfig(kind="hf", name_or_path="Qwen/Qwen3-VL-2B-Instruct", image_size=224, max_text_tokens=48,

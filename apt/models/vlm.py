@@ -87,6 +87,14 @@ class VLMOutput:
         return self.image_mask & self.pad_mask
 
 
+@dataclass(frozen=True)
+class FrozenFeatures:
+    """Frozen-encoder outputs: image tokens [B, N*P, C] (N cameras) and text tokens [B, L, D_text]."""
+
+    image: Tensor | None
+    text: Tensor | None
+
+
 class VLM(nn.Module, abc.ABC):
     """Interface of a backbone. Images: uint8 in [0, 255] or float in [0, 1], [B, N_cam, 3, H, W]."""
 
@@ -98,8 +106,17 @@ class VLM(nn.Module, abc.ABC):
         """Instructions -> {"input_ids": [B, L] long, "attention_mask": [B, L] long}, L = max_text_tokens."""
 
     @abc.abstractmethod
-    def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> VLMOutput:
-        """Run the backbone with all hidden states."""
+    def forward(self, images: Tensor | None, input_ids: Tensor, attention_mask: Tensor,
+                frozen: FrozenFeatures | None = None) -> VLMOutput:
+        """Run the backbone with all hidden states (from `frozen` features instead of images if given)."""
+
+    def frozen_features(self, images: Tensor | None = None, input_ids: Tensor | None = None,
+                        attention_mask: Tensor | None = None) -> FrozenFeatures | None:
+        """Outputs of the frozen encoders, which training may cache once per frame / instruction.
+
+        None when the backbone has no frozen front end to split off (then images go through `forward`).
+        """
+        return None
 
     @abc.abstractmethod
     def set_trainable(self, trainable: bool) -> None:
@@ -214,26 +231,38 @@ class TinyVLM(VLM):
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     @torch.no_grad()
-    def _encode(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Frozen features: images [B, N, 3, H, W] -> [B, N*P, C]; text -> [B, L, 384]."""
-        b, n = images.shape[:2]
-        x = _resize(images_to_float(images).flatten(0, 1), self.cfg.image_size)
-        fmap = self.vision_encoder.features(EfficientNetLite0.normalize(x), self.cfg.feature_stride) \
-            if isinstance(self.vision_encoder, EfficientNetLite0) else self.vision_encoder(x * 2 - 1)
-        assert fmap.shape[-2:] == (self.grid, self.grid), (fmap.shape, self.grid)
-        img = fmap.flatten(2).transpose(1, 2).reshape(b, n * self.tokens_per_image, -1)
-        if isinstance(self.text_encoder, _RandomTextEncoder):
-            txt = self.text_encoder(input_ids, attention_mask)
-        else:
-            txt = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return img, txt
+    def frozen_features(self, images: Tensor | None = None, input_ids: Tensor | None = None,
+                        attention_mask: Tensor | None = None) -> FrozenFeatures:
+        """Frozen features: images [B, N, 3, H, W] -> [B, N*P, C]; text -> [B, L, 384].
 
-    def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> VLMOutput:
-        b, n = images.shape[:2]
-        l = input_ids.shape[1]
-        assert n <= self.cfg.max_cameras and l <= self.cfg.max_text_tokens, (n, l)
-        img, txt = self._encode(images, input_ids, attention_mask)
+        Either part may be skipped (None in, None out), so a cache can encode frames and
+        instructions separately.
+        """
+        img = txt = None
+        if images is not None:
+            b, n = images.shape[:2]
+            x = _resize(images_to_float(images).flatten(0, 1), self.cfg.image_size)
+            fmap = self.vision_encoder.features(EfficientNetLite0.normalize(x), self.cfg.feature_stride) \
+                if isinstance(self.vision_encoder, EfficientNetLite0) else self.vision_encoder(x * 2 - 1)
+            assert fmap.shape[-2:] == (self.grid, self.grid), (fmap.shape, self.grid)
+            img = fmap.flatten(2).transpose(1, 2).reshape(b, n * self.tokens_per_image, -1)
+        if input_ids is not None:
+            if isinstance(self.text_encoder, _RandomTextEncoder):
+                txt = self.text_encoder(input_ids, attention_mask)
+            else:
+                txt = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return FrozenFeatures(img, txt)
+
+    def forward(self, images: Tensor | None, input_ids: Tensor, attention_mask: Tensor,
+                frozen: FrozenFeatures | None = None) -> VLMOutput:
+        if frozen is None:
+            assert images is not None, "TinyVLM needs images or precomputed frozen features"
+            frozen = self.frozen_features(images, input_ids, attention_mask)
+        img, txt = frozen.image.float(), frozen.text.float()
         p = self.tokens_per_image
+        b, n = img.shape[0], img.shape[1] // p
+        l = input_ids.shape[1]
+        assert img.shape[1] == n * p and n <= self.cfg.max_cameras and l <= self.cfg.max_text_tokens, (img.shape, l)
         img_tok = self.img_proj(img).view(b, n, p, -1) + self.img_pos[None, None] + self.cam_emb[:n][None, :, None]
         txt_tok = self.txt_proj(txt) + self.txt_pos[:l][None]
         x = torch.cat([img_tok.reshape(b, n * p, -1), txt_tok], dim=1)  # [B, T, W], T = N*P + L
@@ -418,7 +447,10 @@ class HFVLM(VLM):
         thw = torch.tensor([[1, g, g]] * (b * n), device=x.device)
         return {"pixel_values": pixel_values, "image_grid_thw": thw}
 
-    def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> VLMOutput:
+    def forward(self, images: Tensor | None, input_ids: Tensor, attention_mask: Tensor,
+                frozen: FrozenFeatures | None = None) -> VLMOutput:
+        if frozen is not None or images is None:
+            raise ValueError("HFVLM has no frozen front end to cache; pass images")
         b, n = images.shape[:2]
         dev = input_ids.device
         blk = [self.fmt.image_token_id] * self.tokens_per_image

@@ -1,0 +1,107 @@
+"""A learned policy = a VLAModel + mirrored transforms (normalise in, un-normalise out).
+
+Normalisation statistics always come from the checkpoint, never from a config default, and the same
+`Normalizer` and `observations_to_batch` serve training (on demonstrations) and acting (on live
+observations), so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from benchmarks.base import BenchError, Observation, PolicySpec
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """z-score with a floor on the std (a constant dimension must not blow up)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray, min_std: float = 1e-2) -> "Normalizer":
+        x = np.asarray(x, dtype=np.float64).reshape(-1, x.shape[-1])
+        return cls(x.mean(0).astype(np.float32), np.maximum(x.std(0), min_std).astype(np.float32))
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.std).astype(np.float32)
+
+    def unnormalize(self, x: np.ndarray) -> np.ndarray:
+        return (x * self.std + self.mean).astype(np.float32)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Normalizer":
+        return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
+
+
+def stack_images(observations: Sequence[Observation], cameras: Sequence[str]) -> np.ndarray:
+    """Observations -> uint8 [B, N_cam, 3, H, W] in the policy's camera order."""
+    try:
+        per_obs = [np.stack([o["images"][c] for c in cameras]) for o in observations]
+    except KeyError as err:
+        raise BenchError(f"observation lacks camera {err.args[0]!r}; the policy needs {list(cameras)}") from None
+    return np.ascontiguousarray(np.stack(per_obs).transpose(0, 1, 4, 2, 3))
+
+
+class LearnedPolicy:
+    """Policy protocol over a trained VLAModel: a batch of observations -> action chunks [B, H, A]."""
+
+    def __init__(self, model: Any, spec: PolicySpec, state_norm: Normalizer, action_norm: Normalizer,
+                 device: str = "cpu", seed: int = 0, policy_id: str = "", checkpoint_sha256: str = ""):
+        self.model = model.eval()
+        self.spec = spec
+        self.state_norm = state_norm
+        self.action_norm = action_norm
+        self.device = torch.device(device)
+        self.seed = seed
+        self.policy_id = policy_id
+        self.checkpoint_sha256 = checkpoint_sha256
+        self.reset()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, meta: Any, device: str = "cpu", seed: int = 0) -> "LearnedPolicy":
+        from apt.models.policy_model import ModelConfig, VLAModel
+        from apt.training.checkpoints import (action_spec_from, checkpoint_sha256, load_weights,
+                                              observation_spec_from)
+        from apt.training.trainer import resolve_device
+
+        dev = resolve_device(device)
+        try:
+            cfg = ModelConfig.from_dict(meta.model)
+        except (ValueError, TypeError, KeyError) as err:
+            raise BenchError(f"checkpoint {path}: model config does not parse ({err})") from None
+        model = VLAModel(cfg)
+        load_weights(path, model, meta)
+        spec = PolicySpec(action=action_spec_from(meta), observation=observation_spec_from(meta),
+                          chunk=cfg.chunk_len)
+        return cls(model.to(dev), spec, Normalizer.from_dict(meta.norm["state"]),
+                   Normalizer.from_dict(meta.norm["action"]), device=str(dev), seed=seed,
+                   policy_id=meta.policy, checkpoint_sha256=checkpoint_sha256(path))
+
+    def reset(self) -> None:
+        self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
+
+    def batch_from(self, observations: Sequence[Observation]) -> dict[str, torch.Tensor]:
+        """Live observations -> the model's batch schema (normalised state, tokenised instruction)."""
+        images = torch.from_numpy(stack_images(observations, self.spec.observation.cameras))
+        state = np.stack([np.asarray(o["state"], np.float32) for o in observations])
+        tok = self.model.tokenize([o["instruction"] for o in observations])
+        batch = {"images": images, "state": torch.from_numpy(self.state_norm.normalize(state)), **tok}
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    @torch.no_grad()
+    def act(self, observations: list[Observation]) -> np.ndarray:
+        if not observations:
+            return np.zeros((0, self.spec.chunk, self.spec.action.dim), np.float32)
+        actions = self.model.sample_actions(self.batch_from(observations), generator=self.generator)
+        out = self.action_norm.unnormalize(actions.float().cpu().numpy())
+        return np.clip(out, self.spec.action.low, self.spec.action.high).astype(np.float32)

