@@ -35,6 +35,12 @@ def _table(*entries: Entry) -> dict[str, Entry]:
 SUITES: dict[str, Entry] = _table(
     Entry("tabletop", "benchmarks.tabletop.suite:TabletopSuite",
           "embedded MuJoCo tabletop (CPU, fast, language-only task identity)"),
+    Entry("libero", "benchmarks.libero:libero_goal", "LIBERO-Goal (alias; needs the [libero] extra)"),
+    Entry("libero_goal", "benchmarks.libero:libero_goal", "LIBERO-Goal: one kitchen scene, 10 goals"),
+    Entry("libero_spatial", "benchmarks.libero:libero_spatial", "LIBERO-Spatial: which black bowl, by location"),
+    Entry("libero_object", "benchmarks.libero:libero_object", "LIBERO-Object: which grocery item into the basket"),
+    Entry("libero_10", "benchmarks.libero:libero_10", "LIBERO-10 (LIBERO-Long): two-step tasks"),
+    Entry("libero_90", "benchmarks.libero:libero_90", "LIBERO-90 (listed; no instruction sets)"),
 )
 
 # Reference policies (not learned). Learned ones come from checkpoint directories.

@@ -188,8 +188,16 @@ def load_instruction_set(path: str | Path) -> InstructionSet:
                           sha256=hashlib.sha256(raw).hexdigest())
 
 
+def suite_folder(suite_name: str) -> Path:
+    """A suite's instruction-set folder: `<suite>/`, or `<family>/<suite>/` for suite families
+    (`libero/libero_goal/`)."""
+    flat = instruction_sets_dir() / suite_name
+    nested = instruction_sets_dir() / suite_name.split("_")[0] / suite_name
+    return nested if not flat.is_dir() and nested.is_dir() else flat
+
+
 def _shipped_path(suite_name: str, split: str) -> Path:
-    return instruction_sets_dir() / suite_name / f"{split}.yaml"
+    return suite_folder(suite_name) / f"{split}.yaml"
 
 
 def _is_shipped(path: Path) -> bool:
@@ -224,7 +232,7 @@ def _generated(suite: str, split: str, version: int,
 def split_names(suite_name: str) -> list[str]:
     """Shipped split names of a suite: train, seen, paraphrased, unseen, compositional, then any
     other YAML file of its folder."""
-    folder = instruction_sets_dir() / suite_name
+    folder = suite_folder(suite_name)
     order = [TRAIN_SPLIT, "seen", "paraphrased", "unseen", "compositional"]
     found = sorted((p.stem for p in folder.glob("*.yaml")),
                    key=lambda s: (order.index(s) if s in order else len(order), s))
@@ -510,7 +518,7 @@ def splits_command(suite: str, check: bool, files: list[str]) -> int:
             names = split_names(suite)
             if not names:
                 raise BenchError(f"suite {suite!r} ships no instruction sets in "
-                                 f"{instruction_sets_dir() / suite}")
+                                 f"{suite_folder(suite)}")
             sets = [load_split(suite, n, tasks) for n in names]
             if "seen" in names:
                 seen = next(s for s in sets if s.split == "seen")
@@ -526,7 +534,7 @@ def splits_command(suite: str, check: bool, files: list[str]) -> int:
         _shipped_path(suite, n) for n in split_names(suite)]
     if not paths:
         raise BenchError(f"suite {suite!r} ships no instruction sets in "
-                         f"{instruction_sets_dir() / suite}; pass files to check")
+                         f"{suite_folder(suite)}; pass files to check")
     train = training_set(suite, tasks)
     problems: list[str] = []
     entries = 0
