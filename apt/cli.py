@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     dem.set_defaults(handler=_call("apt.training.data:demos_command"))
     trn = sub.add_parser("train", help="train a policy with its recipe and write a checkpoint")
     trn.add_argument("--policy", required=True,
-                     help="apt_pi0, apt_groot, baseline_pi0, baseline_groot, or vlm_tiny")
+                     help="apt_pi0, apt_groot, baseline_pi0, baseline_groot, discrete_pi0, "
+                          "discrete_groot, ki_pi0, or vlm_tiny")
     trn.add_argument("--suite", default="tabletop")
     trn.add_argument("--demos", default=None, help="demonstration directory (apt-bench demos)")
     trn.add_argument("--out", default=None, help="checkpoint directory to write")
@@ -114,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--init", default=None, help="Stage-1 checkpoint for --stage 2")
     trn.add_argument("--cameras", nargs="+", default=["front"])
     trn.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    trn.add_argument("--vl-ratio", type=float, default=0.25,
+                     help="discrete/ki: vision-language examples per action example in a batch")
+    trn.add_argument("--action-vocab", type=_positive_int, default=None,
+                     help="discrete/ki: BPE vocabulary size of the action tokenizer (default 1024)")
     trn.set_defaults(handler=_call("apt.training.recipes:train"))
     return parser
 

@@ -7,6 +7,7 @@ observations), so the two cannot drift apart.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,6 +16,32 @@ import numpy as np
 import torch
 
 from benchmarks.base import BenchError, Observation, PolicySpec
+
+log = logging.getLogger(__name__)
+
+# Checkpoint recipe name -> "module:function" building the model from its config dict (one table, no
+# isinstance checks): the flow-matching VLAModel for apt/baseline, the token-decoding DiscreteVLA for
+# discrete/ki. Recipes not listed use the default.
+MODEL_BUILDERS: dict[str, str] = {
+    "discrete": "apt.models.discrete:build_from_config",
+    "ki": "apt.models.discrete:build_from_config",
+}
+DEFAULT_MODEL_BUILDER = "apt.policy:build_vla_model"
+
+
+def build_vla_model(model_cfg: dict[str, Any]) -> Any:
+    from apt.models.policy_model import ModelConfig, VLAModel
+
+    return VLAModel(ModelConfig.from_dict(model_cfg))
+
+
+def build_model(meta: Any) -> Any:
+    """The model a checkpoint's config describes (random weights), chosen by its recipe."""
+    import importlib
+
+    target = MODEL_BUILDERS.get(str(meta.recipe.get("name", "")), DEFAULT_MODEL_BUILDER)
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)(meta.model)
 
 
 @dataclass(frozen=True)
@@ -53,7 +80,13 @@ def stack_images(observations: Sequence[Observation], cameras: Sequence[str]) ->
 
 
 class LearnedPolicy:
-    """Policy protocol over a trained VLAModel: a batch of observations -> action chunks [B, H, A]."""
+    """Policy protocol over a trained model: a batch of observations -> action chunks [B, H, A].
+
+    Fallback: a model marks a chunk it could not produce with non-finite values (the discrete VLA does
+    so when its generated tokens do not decode). Such a chunk is replaced by the zero action (for delta
+    action spaces: stay put), counted in `invalid_chunks` (since construction; `reset` keeps it) and
+    logged, so a benchmark run can report it; no NaN ever reaches an environment.
+    """
 
     def __init__(self, model: Any, spec: PolicySpec, state_norm: Normalizer, action_norm: Normalizer,
                  device: str = "cpu", seed: int = 0, policy_id: str = "", checkpoint_sha256: str = ""):
@@ -65,24 +98,24 @@ class LearnedPolicy:
         self.seed = seed
         self.policy_id = policy_id
         self.checkpoint_sha256 = checkpoint_sha256
+        self.invalid_chunks = 0  # chunks replaced by the fallback (see class docstring)
+        self.chunks = 0  # chunks produced
         self.reset()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, meta: Any, device: str = "cpu", seed: int = 0) -> "LearnedPolicy":
-        from apt.models.policy_model import ModelConfig, VLAModel
         from apt.training.checkpoints import (action_spec_from, checkpoint_sha256, load_weights,
                                               observation_spec_from)
         from apt.training.trainer import resolve_device
 
         dev = resolve_device(device)
         try:
-            cfg = ModelConfig.from_dict(meta.model)
+            model = build_model(meta)
         except (ValueError, TypeError, KeyError) as err:
             raise BenchError(f"checkpoint {path}: model config does not parse ({err})") from None
-        model = VLAModel(cfg)
         load_weights(path, model, meta)
         spec = PolicySpec(action=action_spec_from(meta), observation=observation_spec_from(meta),
-                          chunk=cfg.chunk_len)
+                          chunk=model.cfg.chunk_len)
         return cls(model.to(dev), spec, Normalizer.from_dict(meta.norm["state"]),
                    Normalizer.from_dict(meta.norm["action"]), device=str(dev), seed=seed,
                    policy_id=meta.policy, checkpoint_sha256=checkpoint_sha256(path))
@@ -104,4 +137,12 @@ class LearnedPolicy:
             return np.zeros((0, self.spec.chunk, self.spec.action.dim), np.float32)
         actions = self.model.sample_actions(self.batch_from(observations), generator=self.generator)
         out = self.action_norm.unnormalize(actions.float().cpu().numpy())
+        bad = ~np.isfinite(out).all(axis=(1, 2))
+        self.chunks += len(out)
+        if bad.any():
+            out[bad] = 0.0
+            self.invalid_chunks += int(bad.sum())
+            log.warning("%s: %d of %d action chunks were invalid (undecodable tokens) and replaced by the "
+                        "zero action; %d of %d so far", self.policy_id or "policy", int(bad.sum()), len(out),
+                        self.invalid_chunks, self.chunks)
         return np.clip(out, self.spec.action.low, self.spec.action.high).astype(np.float32)

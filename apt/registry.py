@@ -52,7 +52,9 @@ POLICIES: dict[str, Entry] = _table(
 # Learned policy names `<recipe>_<arch>`; each resolves to a shipped or user checkpoint directory.
 RECIPES: tuple[str, ...] = ("baseline", "discrete", "apt")
 ARCHS: tuple[str, ...] = ("pi0", "groot")
-LEARNED_POLICIES: tuple[str, ...] = tuple(f"{r}_{a}" for r in RECIPES for a in ARCHS)
+# `ki_pi0`: knowledge insulation (discrete co-training + a continuous pi-style expert behind a
+# stop-gradient); pi-style only, as in pi0.5 + KI.
+LEARNED_POLICIES: tuple[str, ...] = tuple(f"{r}_{a}" for r in RECIPES for a in ARCHS) + ("ki_pi0",)
 
 SPLITS: tuple[str, ...] = ("seen", "paraphrased", "unseen", "compositional")
 CONTROL_SPLITS: tuple[str, ...] = ("blank", "shuffled", "swapped")

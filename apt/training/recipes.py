@@ -7,6 +7,14 @@
   every layer sees language, the VLM trunk trains end to end.
 - `vlm_tiny`: vision-language pretraining of the tiny backbone's trunk (image-text matching on the
   suite's own scenes); policies start from it (`--vlm`).
+- `discrete_<arch>`: pi0-FAST style: the VLM + a token decoder predict FAST action tokens, co-trained
+  with vision-language questions about rendered scenes (`vl_ratio` VL examples per action example).
+  The discrete VLA has no expert, so `discrete_groot` trains the very same model as `discrete_pi0`
+  (the name is kept so the policy x split tables stay complete; its checkpoint records arch "none").
+- `ki_pi0`: knowledge insulation: `discrete` plus a continuous pi-style expert reading the VLM through
+  a stop-gradient; the expert acts at inference.
+
+Under torchrun every recipe runs data parallel (see `distributed.py`); `--batch-size` is global.
 
 For a fair comparison the step budget (`--steps`) is the same total for every recipe; `apt` splits
 it between its stages (`stage1_fraction`).
@@ -21,13 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from benchmarks.base import BenchError, Suite
 from apt.registry import ARCHS, LEARNED_POLICIES, get_suite, unknown
 
-TRAINABLE = tuple(p for p in LEARNED_POLICIES if not p.startswith("discrete_")) + ("vlm_tiny",)
+TRAINABLE = LEARNED_POLICIES + ("vlm_tiny",)
 VLM_FILE = "vlm.safetensors"
 
 
@@ -51,6 +60,8 @@ class RecipeOptions:
     stage1_fraction: float = 0.5
     cameras: tuple[str, ...] = ("front",)
     threads: int | None = None
+    vl_ratio: float = 0.25  # discrete / ki: VL co-training examples per action example in a batch
+    action_vocab: int | None = None  # discrete / ki: FAST BPE vocabulary (default: the preset's)
 
 
 def _split_name(policy: str) -> tuple[str, str]:
@@ -105,21 +116,30 @@ def train(policy: str, suite: str = "tabletop", demos: str | None = None, out: s
           steps: int = 3000, batch_size: int = 64, lr: float = 3e-4, seed: int = 0, device: str = "cpu",
           preset: str | None = None, vlm: str | None = None, stage: int | None = None,
           init: str | None = None, cameras: tuple[str, ...] | list[str] = ("front",),
-          threads: int | None = None) -> int:
+          threads: int | None = None, vl_ratio: float = 0.25, action_vocab: int | None = None) -> int:
     """`apt-bench train`: run a recipe and write a checkpoint directory."""
     opts = RecipeOptions(policy=policy, suite=suite, demos=demos, out=out or f"runs/checkpoints/{policy}",
                          steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, preset=preset,
-                         vlm=vlm, stage=stage, init=init, cameras=tuple(cameras), threads=threads)
+                         vlm=vlm, stage=stage, init=init, cameras=tuple(cameras), threads=threads,
+                         vl_ratio=vl_ratio, action_vocab=action_vocab)
     if opts.threads:
         torch.set_num_threads(opts.threads)
     recipe, arch = _split_name(opts.policy)
     suite_obj = get_suite(opts.suite)
+    from apt.training import distributed
     from apt.training.trainer import resolve_device
 
     resolve_device(opts.device)  # fail before any data work when the GPU is missing
-    if recipe == "vlm":
-        return _train_vlm(opts, suite_obj)
-    return _train_policy(opts, recipe, arch, suite_obj)
+    distributed.init(opts.device)  # joins the torchrun group when launched by torchrun; else no-op
+    try:
+        if recipe == "vlm":
+            return _train_vlm(opts, suite_obj)
+        if recipe in ("discrete", "ki"):
+            return _train_discrete(opts, recipe, arch, suite_obj)
+        return _train_policy(opts, recipe, arch, suite_obj)
+    finally:
+        if distributed.launched_by_torchrun():
+            distributed.shutdown()
 
 
 def _train_vlm(opts: RecipeOptions, suite: Suite) -> int:
@@ -182,6 +202,12 @@ def _train_policy(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -> 
         action_norm = Normalizer.from_dict(meta1.norm["action"])
     data = build_training_data(demos, model, base.chunk_len, opts.cameras, state_norm, action_norm)
 
+    from apt.training import distributed
+
+    ctx = distributed.current()
+    per_rank = distributed.per_rank_batch(opts.batch_size, ctx)
+    rank_seed = opts.seed + 1000 * ctx.rank  # ranks draw different batches
+
     def stage_cfg(n_steps: int, salt: int) -> TrainConfig:
         return TrainConfig(steps=max(1, n_steps), batch_size=opts.batch_size, lr=opts.lr,
                            seed=opts.seed + salt, device=opts.device,
@@ -193,17 +219,17 @@ def _train_policy(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -> 
         n1 = int(round(opts.steps * opts.stage1_fraction))
         stages = {None: ("stage1", "stage2"), 1: ("stage1",), 2: ("stage2",)}[opts.stage]
         if "stage1" in stages:
-            res = train_loop(model, model.param_groups(opts.lr), data.sampler(opts.batch_size, opts.seed),
+            res = train_loop(model, model.param_groups(opts.lr), data.sampler(per_rank, rank_seed),
                              stage_cfg(n1 if len(stages) == 2 else opts.steps, 0), desc=f"{opts.policy} stage 1")
             history["stage1"] = _summary(res)
         if "stage2" in stages:
             model = stage2_from_stage1(model)
-            res = train_loop(model, model.param_groups(opts.lr), data.sampler(opts.batch_size, opts.seed + 1),
+            res = train_loop(model, model.param_groups(opts.lr), data.sampler(per_rank, rank_seed + 1),
                              stage_cfg(opts.steps - n1 if len(stages) == 2 else opts.steps, 1),
                              desc=f"{opts.policy} stage 2")
             history["stage2"] = _summary(res)
     else:
-        res = train_loop(model, model.param_groups(opts.lr), data.sampler(opts.batch_size, opts.seed),
+        res = train_loop(model, model.param_groups(opts.lr), data.sampler(per_rank, rank_seed),
                          stage_cfg(opts.steps, 0), desc=opts.policy)
         history["full"] = _summary(res)
     wall = time.perf_counter() - t0
@@ -217,10 +243,107 @@ def _train_policy(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -> 
         recipe={"name": recipe, "stage": model.cfg.stage, "steps": opts.steps, "batch_size": opts.batch_size,
                 "lr": opts.lr, "seed": opts.seed, "vlm_init": vlm_source, "init": opts.init},
         data_hash=str(demos.meta.get("data_hash", "")),
-        train={"wall_s": round(wall, 1), "stages": history, "device": opts.device},
+        train={"wall_s": round(wall, 1), "stages": history, "device": opts.device, "world_size": ctx.world_size},
         exclude_prefixes=_exclude_prefixes(model.cfg))
-    sha = save_checkpoint(opts.out, model, meta)
-    print(f"{opts.policy}: trained {opts.steps} steps in {wall / 60:.1f} min; wrote {opts.out} (sha256 {sha[:12]})")
+    if ctx.is_main:
+        sha = save_checkpoint(opts.out, model, meta)
+        print(f"{opts.policy}: trained {opts.steps} steps in {wall / 60:.1f} min; wrote {opts.out} (sha256 {sha[:12]})")
+    distributed.barrier()
+    return 0
+
+
+def _discrete_config(opts: RecipeOptions, suite: Suite):
+    from apt.models.discrete import get_discrete_config
+
+    name = opts.preset or "tiny_discrete"
+    try:
+        cfg = get_discrete_config(name)
+    except KeyError as err:
+        raise BenchError(str(err.args[0])) from None
+    cfg = cfg.replace(action_dim=suite.action_spec.dim, state_dim=suite.observation_spec.state_dim)
+    return cfg.replace(action_vocab=opts.action_vocab) if opts.action_vocab else cfg
+
+
+def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -> int:
+    """discrete_* / ki_pi0: fit the FAST tokenizer, render VL scenes, co-train, save (tokenizer inside)."""
+    from apt.models.action_tokens import TOKENIZER_FILE, ActionTokenizer
+    from apt.models.discrete import DiscreteVLA
+    from apt.models.vlm import build_vlm
+    from apt.training import distributed
+    from apt.training.batches import build_training_data, fit_normalizers
+    from apt.training.checkpoints import CheckpointMeta, save_checkpoint
+    from apt.training.data import load_demos
+    from apt.training.trainer import TrainConfig, train_loop
+    from apt.training.vl_data import build_vl_data, discrete_batches, render_scenes
+
+    if opts.demos is None:
+        raise BenchError(f"training {opts.policy} needs demonstrations: pass --demos DIR (make them with "
+                         f"`apt-bench demos --suite {suite.name} --out DIR`)")
+    if opts.stage is not None:
+        raise BenchError(f"--stage applies to apt recipes only, not {opts.policy}")
+    if not 0.0 <= opts.vl_ratio <= 4.0:
+        raise BenchError(f"--vl-ratio must be in [0, 4] (VL examples per action example), got {opts.vl_ratio}")
+    ctx = distributed.current()
+    demos = load_demos(opts.demos, suite=suite.name, suite_version=suite.version)
+    cfg = _discrete_config(opts, suite).replace(ki=recipe == "ki")
+    state_norm, action_norm = fit_normalizers(demos)
+
+    # FAST tokenizer on the normalised training chunks (the same chunks the decoder learns).
+    from apt.training.batches import chunk_indices
+
+    idx = chunk_indices(demos.episode_starts, cfg.chunk_len)
+    chunks = action_norm.normalize(demos.actions)[idx]
+    tokenizer = ActionTokenizer.fit(chunks, vocab_size=cfg.action_vocab, seed=opts.seed)
+    lengths = [len(t) for t in tokenizer.encode_batch(chunks)]
+    cfg = cfg.replace(tokenizer=tokenizer.to_dict(), max_action_tokens=max(cfg.max_action_tokens, max(lengths) + 4))
+
+    # VL co-training scenes, rendered like the demonstrations' frames.
+    vlm = build_vlm(cfg.vlm)
+    n_scenes = 0
+    scenes = None
+    if opts.vl_ratio > 0:
+        n_scenes = int(min(2000, max(64, opts.steps // 2)))
+        image_size = int(demos.meta.get("image_size", suite.observation_spec.image_size))
+        scenes = render_scenes(suite, n_scenes, image_size=image_size, cameras=opts.cameras, seed=opts.seed)
+        cfg = cfg.replace(text_vocab=scenes.answer_vocabulary(vlm.tokenizer))
+    torch.manual_seed(opts.seed)
+    model = DiscreteVLA(cfg, vlm=vlm)
+    vlm_source = _load_vlm_trunk(model, opts, suite)
+    data = build_training_data(demos, model, cfg.chunk_len, opts.cameras, state_norm, action_norm,
+                               progress=ctx.is_main)
+    action_tokens = model.action_targets(data.action_chunks)
+    vl = build_vl_data(scenes, model) if scenes is not None else None
+
+    per_rank = distributed.per_rank_batch(opts.batch_size, ctx)
+    vl_batch = int(round(per_rank * opts.vl_ratio)) if vl is not None else 0
+    batches = discrete_batches(data, action_tokens, vl, per_rank, vl_batch, opts.seed + 1000 * ctx.rank)
+    t0 = time.perf_counter()
+    res = train_loop(model, model.param_groups(opts.lr), batches,
+                     TrainConfig(steps=opts.steps, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed,
+                                 device=opts.device, warmup_steps=min(100, max(1, opts.steps // 10))),
+                     desc=opts.policy)
+    wall = time.perf_counter() - t0
+    ratio = float(cfg.chunk_len * cfg.action_dim / np.mean(lengths))
+    meta = CheckpointMeta(
+        policy=opts.policy, suite=suite.name, suite_version=suite.version,
+        action_spec=dataclasses.asdict(suite.action_spec),
+        observation_spec={"cameras": list(opts.cameras), "state_dim": suite.observation_spec.state_dim,
+                          "image_size": int(demos.meta.get("image_size", suite.observation_spec.image_size))},
+        model=model.cfg.to_dict(), norm={"state": state_norm.to_dict(), "action": action_norm.to_dict()},
+        recipe={"name": recipe, "arch": "pi0" if recipe == "ki" else "none", "stage": "full",
+                "steps": opts.steps, "batch_size": opts.batch_size, "lr": opts.lr, "seed": opts.seed,
+                "vlm_init": vlm_source, "vl_ratio": opts.vl_ratio, "vl_scenes": n_scenes,
+                "action_vocab": tokenizer.vocab_size, "bpe_compression": round(ratio, 3)},
+        data_hash=str(demos.meta.get("data_hash", "")),
+        train={"wall_s": round(wall, 1), "stages": {"full": _summary(res)}, "device": opts.device,
+               "world_size": ctx.world_size},
+        exclude_prefixes=_exclude_prefixes(model.cfg))
+    if ctx.is_main:
+        sha = save_checkpoint(opts.out, model, meta)
+        tokenizer.save(Path(opts.out) / TOKENIZER_FILE)  # for inspection; config.json holds the same state
+        print(f"{opts.policy}: FAST tokens per chunk {np.mean(lengths):.1f} (compression x{ratio:.2f}); "
+              f"trained {opts.steps} steps in {wall / 60:.1f} min; wrote {opts.out} (sha256 {sha[:12]})")
+    distributed.barrier()
     return 0
 
 

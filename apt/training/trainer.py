@@ -3,6 +3,10 @@
 AdamW with linear warmup + cosine decay, gradient clipping, optional EMA weights, bf16 autocast on
 GPU, seeded, with a progress bar showing the loss. It times data loading separately from compute so
 the loader's share of step time is measured, not guessed.
+
+The step runs `model.loss(batch)` through `distributed.LossForward` (its forward), which is what
+`torch.compile` compiles and what DDP (under torchrun, see `distributed.py`) synchronises; progress is
+shown on rank 0 only.
 """
 
 from __future__ import annotations
@@ -117,10 +121,16 @@ def train_loop(model: nn.Module, param_groups: list[dict[str, Any]], batches: It
     groups = [g for g in param_groups if any(p.requires_grad for p in g["params"])]
     if not groups:
         raise BenchError(f"{desc}: nothing to train (every parameter is frozen)")
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
+    from apt.training import distributed
+
+    ctx = distributed.current()
+    device = resolve_device(ctx.device(cfg.device))
+    seed_everything(cfg.seed)  # same seed on every rank: identical init (DDP also broadcasts rank 0's)
     model.to(device).train()
-    step_model: Any = torch.compile(model) if cfg.compile else model
+    step_model: Any = distributed.wrap(distributed.LossForward(model), device)
+    if cfg.compile:
+        step_model = torch.compile(step_model)
+    progress = progress and ctx.is_main
     opt = torch.optim.AdamW(
         [{**g, "params": [p for p in g["params"] if p.requires_grad],
           "lr": g.get("lr", cfg.lr)} for g in groups],
@@ -140,7 +150,7 @@ def train_loop(model: nn.Module, param_groups: list[dict[str, Any]], batches: It
         batch = _to_device(next(batches), device)
         data_s += time.perf_counter() - td
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = step_model.loss(batch)
+            loss = step_model(batch)
         if not torch.isfinite(loss):
             raise RuntimeError(f"{desc}: loss became {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
@@ -156,6 +166,7 @@ def train_loop(model: nn.Module, param_groups: list[dict[str, Any]], batches: It
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             recent = result.losses[-cfg.log_every:]
             bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+    distributed.assert_in_sync(model)
     if ema is not None:
         ema.copy_to(model)
     model.eval()
