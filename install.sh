@@ -37,4 +37,7 @@ PY="${PYTHON:-python3}"
 spec="."
 if [ ${#extras[@]} -gt 0 ]; then spec=".[$(IFS=,; echo "${extras[*]}")]"; fi
 .venv/bin/python -m pip install -q -e "$spec"
+# openpi's PyPI client (the interoperability tests drive `apt-bench serve` with it) declares numpy<2,
+# yet runs on numpy 2: install it and its dm-tree without dependencies (reference/dependency-stack.md).
+if [[ " ${extras[*]-} " == *" dev "* ]]; then .venv/bin/python -m pip install -q --no-deps "openpi-client==0.1.2" "dm-tree>=0.1.8"; fi
 echo "install.sh: ready; use .venv/bin/apt-bench (or 'source .venv/bin/activate')"

@@ -120,6 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--action-vocab", type=_positive_int, default=None,
                      help="discrete/ki: BPE vocabulary size of the action tokenizer (default 1024)")
     trn.set_defaults(handler=_call("apt.training.recipes:train"))
+
+    srv = sub.add_parser("serve", help="serve a policy over the openpi websocket protocol")
+    srv.add_argument("--policy", required=True, help="policy name or checkpoint directory")
+    srv.add_argument("--suite", default="tabletop")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="bind address (default loopback; anything else is reachable, unauthenticated)")
+    srv.add_argument("--port", type=_non_negative_int, default=8000, help="TCP port (0 = any free port)")
+    srv.add_argument("--device", default="cpu", help="cpu or cuda[:N] for learned policies")
+    srv.add_argument("--seed", type=_non_negative_int, default=0, help="policy seed (reference policies)")
+    srv.add_argument("--max-message-mb", type=_positive_int, default=32,
+                     help="largest request accepted; bigger ones close the connection (code 1009)")
+    srv.add_argument("--max-batch", type=_positive_int, default=64,
+                     help="most observations in one batched request")
+    srv.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    srv.set_defaults(handler=_call("apt.serve:serve"))
     return parser
 
 

@@ -56,6 +56,9 @@ ARCHS: tuple[str, ...] = ("pi0", "groot")
 # stop-gradient); pi-style only, as in pi0.5 + KI.
 LEARNED_POLICIES: tuple[str, ...] = tuple(f"{r}_{a}" for r in RECIPES for a in ARCHS) + ("ki_pi0",)
 
+# URL schemes of remote policies -> "module:callable(url, suite)" building the client policy.
+REMOTE_SCHEMES: dict[str, str] = {"openpi://": "apt.eval.remote:connect"}
+
 SPLITS: tuple[str, ...] = ("seen", "paraphrased", "unseen", "compositional")
 CONTROL_SPLITS: tuple[str, ...] = ("blank", "shuffled", "swapped")
 
@@ -89,7 +92,12 @@ def build_policy(name: str, suite: Suite, *, seed: int = 0, device: str = "cpu")
     """Resolve a policy name, a learned policy's shipped checkpoint, or a checkpoint directory.
 
     Unknown names list the valid ones; a learned name without a checkpoint says how to make one.
+    `openpi://HOST:PORT` is a policy served over openpi's websocket protocol (apt/eval/remote.py).
     """
+    for scheme, target in REMOTE_SCHEMES.items():
+        if name.startswith(scheme):
+            module, _, attr = target.partition(":")
+            return getattr(importlib.import_module(module), attr)(name, suite)
     if name in POLICIES:
         return POLICIES[name].load()(suite=suite, seed=seed)
     path = Path(name)
