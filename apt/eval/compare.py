@@ -1,0 +1,201 @@
+"""`apt-bench compare`: stored episodes -> policy x split tables with 95% CIs, gaps to seen, plots.
+
+Three tables (statistics and their pairing: stats.py):
+1. success per (suite, policy, split): rate with Wilson 95% CI, episodes, errors;
+2. gap of each split to `seen` for the same policy: paired bootstrap 95% CI, McNemar p (NaN where
+   the split's tasks are not seen tasks: compositional), and the pairing unit used;
+3. language reliance per policy from the control splits blank/shuffled/swapped.
+
+Formats: md (default), csv (one long table with a `table` column; numbers unformatted), latex.
+A policy id with several checkpoints in the store is shown as `policy@<sha[:8]>` per checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from apt.eval.stats import language_reliance, paired_gap, success_table
+from apt.eval.store import read_episodes
+from benchmarks.base import BenchError
+
+SEEN = "seen"
+NOTE = ("gap = split - seen, paired on (task_id, seed); where the split's tasks are not seen tasks "
+        "(compositional) it is paired on seed only and McNemar is not applicable (NaN). Language "
+        "reliance = clip(1 - control success / seen success, 0, 1) over blank/shuffled/swapped.")
+
+
+def _split_order(names: Sequence[str]) -> list[str]:
+    from apt.registry import CONTROL_SPLITS, SPLITS
+
+    order = list(SPLITS) + list(CONTROL_SPLITS)
+    return sorted(set(names), key=lambda s: (order.index(s) if s in order else len(order), s))
+
+
+def _label_policies(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    n_ckpt = df.groupby("policy_id")["checkpoint_sha256"].transform("nunique")
+    df["policy"] = df["policy_id"].where(n_ckpt <= 1, df["policy_id"] + "@" + df["checkpoint_sha256"].str[:8])
+    return df
+
+
+def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The three result tables (numeric) from an episodes DataFrame."""
+    from apt.registry import CONTROL_SPLITS
+
+    df = _label_policies(df)
+    succ = success_table(df, by=["suite", "policy", "split"])
+    order = _split_order(df["split"].unique())
+    succ["_o"] = succ["split"].map(order.index)
+    succ = succ.sort_values(["suite", "policy", "_o"]).drop(columns="_o").reset_index(drop=True)
+    gaps, rel = [], []
+    for (suite, policy), g in df.groupby(["suite", "policy"], sort=True):
+        seen = g[g["split"] == SEEN]
+        if seen.empty:
+            continue
+        for split in order:
+            if split == SEEN or split not in set(g["split"]):
+                continue
+            gaps.append({"suite": suite, "policy": policy, "split": split,
+                         **paired_gap(seen, g[g["split"] == split])})
+        controls = g[g["split"].isin(CONTROL_SPLITS)]
+        if not controls.empty:
+            rel.append({"suite": suite, "policy": policy, **language_reliance(seen, controls)})
+    gap_cols = ["suite", "policy", "split", "split_rate", "seen_rate", "gap", "lo", "hi", "mcnemar_p",
+                "pairing", "n_units"]
+    rel_cols = ["suite", "policy", "seen_rate", "control_rate", "reliance", "lo", "hi", "controls", "n_units"]
+    return {"success": succ, "gap": pd.DataFrame(gaps, columns=gap_cols),
+            "reliance": pd.DataFrame(rel, columns=rel_cols)}
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def _p(x: float) -> str:
+    return "n/a" if x is None or math.isnan(x) else (f"{x:.3g}" if x >= 1e-4 else "<1e-4")
+
+
+def formatted(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Human-readable versions (percent with CI) for md / latex."""
+    s = t["success"]
+    succ = pd.DataFrame({"suite": s["suite"], "policy": s["policy"], "split": s["split"],
+                         "success % [95% CI]": [f"{_pct(r)} [{_pct(lo)}, {_pct(hi)}]"
+                                                for r, lo, hi in zip(s["rate"], s["lo"], s["hi"])],
+                         "episodes": s["n"], "errors": s["errors"]})
+    g = t["gap"]
+    gap = pd.DataFrame({"suite": g["suite"], "policy": g["policy"], "split": g["split"],
+                        "gap to seen (pts) [95% CI]": [f"{_pct(x)} [{_pct(lo)}, {_pct(hi)}]"
+                                                       for x, lo, hi in zip(g["gap"], g["lo"], g["hi"])],
+                        "McNemar p": [_p(p) for p in g["mcnemar_p"]], "paired on": g["pairing"],
+                        "units": g["n_units"]})
+    r = t["reliance"]
+    rel = pd.DataFrame({"suite": r["suite"], "policy": r["policy"],
+                        "language reliance [95% CI]": [f"{_r(x)} [{_r(lo)}, {_r(hi)}]"
+                                                       for x, lo, hi in zip(r["reliance"], r["lo"], r["hi"])],
+                        "seen %": [_pct(x) for x in r["seen_rate"]],
+                        "control %": [_pct(x) for x in r["control_rate"]], "controls": r["controls"]})
+    return {"success": succ, "gap": gap, "reliance": rel}
+
+
+def _r(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.2f}"
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (no tabulate dependency)."""
+    cols = [str(c) for c in df.columns]
+    rows = [[str(v) for v in row] for row in df.itertuples(index=False)]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(cols), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+TITLES = {"success": "Success rate per policy and split",
+          "gap": "Gap to seen (paired)", "reliance": "Language reliance (control splits)"}
+
+
+def render(t: dict[str, pd.DataFrame], fmt: str) -> str:
+    if fmt == "csv":
+        long = pd.concat([d.assign(table=name) for name, d in t.items() if not d.empty], ignore_index=True)
+        return long[["table", *[c for c in long.columns if c != "table"]]].to_csv(index=False)
+    f = formatted(t)
+    parts = []
+    for name, d in f.items():
+        if d.empty:
+            continue
+        if fmt == "md":
+            parts.append(f"### {TITLES[name]}\n\n{markdown_table(d)}\n")
+        elif fmt == "latex":
+            parts.append(f"% {TITLES[name]}\n" + d.to_latex(index=False, escape=True))
+        else:
+            raise BenchError(f"unknown format {fmt!r}; use md, csv or latex")
+    note = f"\n_{NOTE}_\n" if fmt == "md" else f"% {NOTE}\n"
+    return "\n".join(parts) + note
+
+
+def plot_results(t: dict[str, pd.DataFrame], path: str | Path) -> Path:
+    """Success per split per policy (Wilson CI bars) and gap to seen per policy (bootstrap CI bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    s, g = t["success"], t["gap"]
+    s = s.assign(label=s["policy"] if s["suite"].nunique() == 1 else s["suite"] + "/" + s["policy"])
+    g = g.assign(label=g["policy"] if g["suite"].nunique() == 1 else g["suite"] + "/" + g["policy"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, df, ycol, title in ((axes[0], s, "rate", "success rate (95% Wilson CI)"),
+                                (axes[1], g, "gap", "gap to seen (95% paired bootstrap CI)")):
+        splits = _split_order(df["split"].unique()) if len(df) else []
+        labels = list(dict.fromkeys(df["label"]))
+        width = 0.8 / max(1, len(labels))
+        for j, lab in enumerate(labels):
+            d = df[df["label"] == lab].set_index("split").reindex(splits)
+            x = np.arange(len(splits)) + j * width
+            y = d[ycol].to_numpy(float)
+            err = np.vstack([y - d["lo"].to_numpy(float), d["hi"].to_numpy(float) - y])
+            ax.bar(x, y, width, yerr=np.clip(np.nan_to_num(err), 0, None), capsize=3, label=lab)
+        ax.set_xticks(np.arange(len(splits)) + 0.4 - width / 2, splits, rotation=30, ha="right")
+        ax.set_title(title)
+        ax.axhline(0, color="black", lw=0.8)
+        if labels:
+            ax.legend(fontsize=8)
+    axes[0].set_ylim(0, 1.05)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def compare(store: str, suite: str | None = None, policies: Sequence[str] | None = None,
+            splits: Sequence[str] | None = None, fmt: str = "md", out: str | None = None,
+            plot: str | None = None) -> int:
+    """The `apt-bench compare` entry point; returns the exit code."""
+    df = read_episodes(store)
+    if suite:
+        df = df[df["suite"] == suite]
+    if policies:
+        df = df[df["policy_id"].isin(policies)]
+    if splits:
+        df = df[df["split"].isin(splits)]
+    if df.empty:
+        raise BenchError(f"no stored episodes in {store} match suite={suite} policies={policies} "
+                         f"splits={splits}; run `apt-bench run` first")
+    t = tables(df)
+    text = render(t, fmt)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    if plot:
+        plot_results(t, plot)
+    return 0

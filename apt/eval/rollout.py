@@ -1,0 +1,107 @@
+"""One episode: (env, task, instruction entry, seed, policy, protocol settings) -> EpisodeResult.
+
+Nothing here is suite-specific: it meets environments and policies only through the protocols of
+`benchmarks/base.py`. The engine (fanout.py) decides where the env and the policy live; this module
+only plays one episode against them.
+
+Protocol: the policy returns chunks float32[1, H, A]; the first `replan_steps` actions of each chunk
+(default: all H) are executed before the policy is queried again. The episode ends on success
+(`done`) or after `max_steps` env steps (the task's TaskSpec.max_steps unless overridden).
+
+Provenance (reference/eval-conventions.md, LIBERO's file-name bug): the instruction the policy gets is
+read from the very observation handed to it and must equal the split entry's text; a mismatch raises
+ProvenanceError, which the engine never retries and which stops the whole run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+import numpy as np
+
+from benchmarks.base import BenchError, Env, Observation, Policy
+
+
+class ProvenanceError(BenchError):
+    """The instruction a policy received is not the split entry's text: the run is invalid."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Protocol settings of one run; stored with every run (they move scores by several points)."""
+
+    replan_steps: int | None = None  # actions executed per chunk; None = the policy's chunk length
+    image_size: int = 96
+    cameras: tuple[str, ...] = ()  # what the env renders: the policy's cameras (+ one for video)
+    max_steps: int | None = None  # None = each task's TaskSpec.max_steps
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """What one episode produced; the driver adds the work item's identity and stores it."""
+
+    key: str
+    success: bool
+    steps: int
+    wall_s: float
+    instruction: str  # the exact string the policy received (None-safe: "" for blank controls)
+    error: str = ""
+    started: str = ""
+    finished: str = ""
+    video: str = ""
+    attempts: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Recorder(Protocol):
+    """Per-episode frame sink (video.py); a null object when videos are off."""
+
+    def add(self, obs: Observation) -> None: ...
+
+    def finish(self) -> str: ...
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def check_provenance(obs: Observation, expected: str) -> str:
+    """The observation's instruction; ProvenanceError unless it equals `expected` exactly."""
+    got = obs.get("instruction") if isinstance(obs, dict) else None
+    if got != expected:
+        raise ProvenanceError(
+            f"instruction provenance violated: the split entry says {expected!r} but the observation "
+            f"handed to the policy says {got!r}; the environment must put exactly the instruction "
+            "passed to reset() in every observation (see reference/eval-conventions.md)")
+    return got
+
+
+def run_episode(env: Env, key: str, instruction: str, seed: int, max_steps: int, policy: Policy,
+                replan_steps: int | None = None, recorder: Recorder | None = None) -> EpisodeResult:
+    """Play one episode; exceptions of the env or the policy propagate (the engine retries them)."""
+    started, t0 = now(), time.perf_counter()
+    obs = env.reset(seed=seed, instruction=instruction)
+    received = check_provenance(obs, instruction)
+    if recorder is not None:
+        recorder.add(obs)
+    steps, success = 0, False
+    while steps < max_steps and not success:
+        check_provenance(obs, instruction)
+        chunk = np.asarray(policy.act([obs]))
+        if chunk.ndim != 3 or chunk.shape[0] != 1 or chunk.shape[1] < 1:
+            raise BenchError(f"policy returned actions of shape {chunk.shape}; expected [1, H, A]")
+        n = chunk.shape[1] if replan_steps is None else min(replan_steps, chunk.shape[1])
+        for action in chunk[0, :n]:
+            obs, done, info = env.step(action)
+            steps += 1
+            if recorder is not None:
+                recorder.add(obs)
+            success = bool(info.get("success", done))
+            if done or success or steps >= max_steps:
+                break
+    video = recorder.finish() if recorder is not None else ""
+    return EpisodeResult(key=key, success=success, steps=steps, wall_s=time.perf_counter() - t0,
+                         instruction=received, started=started, finished=now(), video=video)

@@ -1,0 +1,145 @@
+"""Statistics over stored episodes: Wilson CIs, paired gaps to `seen`, language reliance.
+
+All inference is delegated to statsmodels / scipy; this module only decides what is paired with what.
+
+**Success** of a cell (policy x split): successes / episodes, errors counted as failures, with the
+Wilson score 95% interval (statsmodels `proportion_confint(method="wilson")`).
+
+**Gap to seen** (split minus seen, so a drop is negative) for one policy, paired on the scene:
+- When every task of the split is a task of `seen` (paraphrased, unseen, the controls), the unit is
+  (task_id, seed): the same task in the same initial scene, asked differently. Per unit, the success
+  of each split is averaged over its entries (a split may hold several instructions per task). The
+  95% CI is a percentile bootstrap over units (scipy `bootstrap`, 2000 resamples, seeded), which
+  respects the clustering of several entries per unit. McNemar's test (statsmodels `mcnemar`, exact
+  binomial when there are fewer than 25 discordant pairs, else chi-square with continuity correction)
+  pairs each split episode with the seen outcome of its unit (binarised by majority when seen holds
+  several entries per task); with several entries per task these pairs share a seen episode, so the
+  p-value is approximate and the bootstrap CI is the primary result.
+- When the task sets differ (compositional: held-out tasks, absent from `seen`), the unit is the
+  seed alone: per-seed mean success of the split vs per-seed mean success of seen (same scenes,
+  different tasks), bootstrap over seeds. McNemar needs binary pairs of the same task, so it is not
+  applicable there and reported as NaN.
+
+**Language reliance** from the control splits (blank / shuffled / swapped instructions, derived from
+seen with the same entries, tasks and seeds): R = clip(1 - C / S, 0, 1), where S is seen success and C
+the mean success under the controls on the same (task_id, seed) units. R = 1: without the right
+instruction the policy fails (it relies on language); R = 0: it does as well with a wrong or empty
+instruction (it ignores language, e.g. a Vision-Action policy, or the language-blind oracle). NaN when
+S = 0. 95% CI by a paired percentile bootstrap over units (seen and controls resampled together).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.proportion import proportion_confint
+
+N_BOOT = 2000
+BOOT_SEED = 0
+CONFIDENCE = 0.95
+EXACT_BELOW = 25  # discordant pairs under which McNemar uses the exact binomial test
+
+
+def wilson(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson score interval; (nan, nan) for n = 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    lo, hi = proportion_confint(int(successes), int(n), alpha=1 - confidence, method="wilson")
+    return float(lo), float(hi)
+
+
+def success_table(df: pd.DataFrame, by: Sequence[str] = ("policy_id", "split")) -> pd.DataFrame:
+    """Per group: n, successes, errors, rate, Wilson lo/hi."""
+    by = list(by)
+    g = df.groupby(by, sort=True)
+    out = g.agg(n=("success", "size"), successes=("success", "sum"),
+                errors=("error", lambda e: int((e.fillna("") != "").sum()))).reset_index()
+    out["successes"] = out["successes"].astype(int)
+    out["rate"] = out["successes"] / out["n"]
+    cis = [wilson(k, n) for k, n in zip(out["successes"], out["n"])]
+    out["lo"] = [c[0] for c in cis]
+    out["hi"] = [c[1] for c in cis]
+    return out
+
+
+def bootstrap_ci(data: tuple[np.ndarray, ...], statistic, n_resamples: int = N_BOOT,
+                 seed: int = BOOT_SEED) -> tuple[float, float]:
+    """Percentile bootstrap CI of a vectorised statistic over paired samples (resampled jointly)."""
+    if len(data[0]) < 2:
+        return float("nan"), float("nan")
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore")  # degenerate samples (all equal) give a zero-width CI
+        res = sps.bootstrap(data, statistic, n_resamples=n_resamples, paired=True, vectorized=True,
+                            confidence_level=CONFIDENCE, method="percentile",
+                            rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _mean_diff(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(a, axis=axis) - np.mean(b, axis=axis)
+
+
+def mcnemar_p(split_outcomes: np.ndarray, seen_outcomes: np.ndarray) -> float:
+    """McNemar p-value for paired binary outcomes (exact binomial for few discordant pairs)."""
+    a = np.asarray(split_outcomes, bool)
+    b = np.asarray(seen_outcomes, bool)
+    table = [[int(np.sum(a & b)), int(np.sum(a & ~b))], [int(np.sum(~a & b)), int(np.sum(~a & ~b))]]
+    discordant = table[0][1] + table[1][0]
+    if discordant == 0:
+        return 1.0
+    exact = discordant < EXACT_BELOW
+    return float(mcnemar(table, exact=exact, correction=not exact).pvalue)
+
+
+def paired_gap(seen: pd.DataFrame, split: pd.DataFrame, n_resamples: int = N_BOOT,
+               seed: int = BOOT_SEED) -> dict:
+    """Gap split - seen for one policy (see module docstring for the pairing)."""
+    same_tasks = set(split["task_id"]) <= set(seen["task_id"])
+    unit = ["task_id", "seed"] if same_tasks else ["seed"]
+    a = split.groupby(unit)["success"].mean().rename("split")
+    b = seen.groupby(unit)["success"].mean().rename("seen")
+    units = pd.concat([a, b], axis=1, join="inner")
+    out = {"pairing": "+".join(unit), "n_units": len(units), "split_rate": float(split["success"].mean()),
+           "seen_rate": float(seen["success"].mean())}
+    if units.empty:
+        return {**out, "gap": float("nan"), "lo": float("nan"), "hi": float("nan"),
+                "mcnemar_p": float("nan")}
+    x, y = units["split"].to_numpy(float), units["seen"].to_numpy(float)
+    out["gap"] = float(x.mean() - y.mean())
+    out["lo"], out["hi"] = bootstrap_ci((x, y), _mean_diff, n_resamples, seed)
+    if same_tasks:
+        seen_bin = (b >= 0.5).rename("seen_bin")
+        pairs = split.join(seen_bin, on=unit, how="inner")
+        out["mcnemar_p"] = mcnemar_p(pairs["success"].to_numpy(), pairs["seen_bin"].to_numpy())
+    else:
+        out["mcnemar_p"] = float("nan")  # different tasks: no binary pairs (module docstring)
+    return out
+
+
+def _reliance(s: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = 1.0 - np.mean(c, axis=axis) / np.mean(s, axis=axis)
+    return np.clip(r, 0.0, 1.0)
+
+
+def language_reliance(seen: pd.DataFrame, controls: pd.DataFrame, n_resamples: int = N_BOOT,
+                      seed: int = BOOT_SEED) -> dict:
+    """R = clip(1 - control success / seen success) on paired (task_id, seed) units, with a CI."""
+    unit = ["task_id", "seed"]
+    s = seen.groupby(unit)["success"].mean().rename("seen")
+    c = controls.groupby(unit)["success"].mean().rename("control")
+    units = pd.concat([s, c], axis=1, join="inner")
+    out = {"n_units": len(units), "controls": ",".join(sorted(set(controls["split"]))) if len(controls) else ""}
+    if units.empty or units["seen"].mean() == 0:
+        return {**out, "seen_rate": float(units["seen"].mean()) if len(units) else float("nan"),
+                "control_rate": float(units["control"].mean()) if len(units) else float("nan"),
+                "reliance": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    x, y = units["seen"].to_numpy(float), units["control"].to_numpy(float)
+    lo, hi = bootstrap_ci((x, y), _reliance, n_resamples, seed)
+    return {**out, "seen_rate": float(x.mean()), "control_rate": float(y.mean()),
+            "reliance": float(_reliance(x, y)), "lo": lo, "hi": hi}
