@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -77,11 +78,21 @@ def unknown(kind: str, name: str, options: list[str] | tuple[str, ...]) -> Bench
                       f"valid {kind}s: {', '.join(options)}")
 
 
+_PLUGIN_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
 def get_suite(name: str) -> Suite:
-    """Build a suite by name; unknown names list the valid ones."""
-    if name not in SUITES:
-        raise unknown("suite", name, tuple(SUITES))
-    return SUITES[name].load()()
+    """Build a suite by registered name or by `package.module:Callable` (user plug-ins, test doubles);
+    unknown names list the valid ones. Workers rebuild suites from this same string."""
+    if name in SUITES:
+        return SUITES[name].load()()
+    if _PLUGIN_RE.match(name):
+        try:
+            builder = Entry(name, name, "plug-in").load()
+        except (ImportError, AttributeError) as err:
+            raise BenchError(f"cannot load suite {name!r}: {err}") from None
+        return builder()
+    raise unknown("suite", name, tuple(SUITES) + ("<package.module:Callable>",))
 
 
 def policy_names() -> tuple[str, ...]:
@@ -108,7 +119,7 @@ def build_policy(name: str, suite: Suite, *, seed: int = 0, device: str = "cpu")
                 f"no checkpoint for {name!r} on suite {suite.name!r} at {path}; train one with "
                 f"`apt-bench train --policy {name} --suite {suite.name} --out DIR` and pass "
                 f"`--policy DIR`")
-    if path.is_dir() or name.endswith(("/", ".safetensors")) or path.exists():
+    if path.is_dir() or "/" in name or name.endswith(".safetensors") or path.exists():
         from apt.training.checkpoints import load_policy  # lazy: pulls in torch and the models
 
         return load_policy(path, suite=suite, device=device)

@@ -5,7 +5,6 @@ checkpoint made here; it is stopped when the module ends."""
 from __future__ import annotations
 
 import queue
-import shutil
 import socket
 import subprocess
 import sys
@@ -312,3 +311,16 @@ def test_run_over_openpi_matches_in_process(server, checkpoint, tmp_path, capsys
     # (The tiny policy never succeeds, so this checks the plumbing: every episode ran, none errored;
     # chunk-level equality over the wire is checked above.)
     assert strip(local_table) and strip(remote_table) == strip(local_table), (local_table, remote_table)
+    # Each episode record carries its inference timing: server time vs round trip for the remote run.
+    import json
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "remote.sqlite") as conn:
+        timings = [json.loads(t) for (t,) in conn.execute("SELECT timing_json FROM episodes")]
+    assert len(timings) == 2
+    for t in timings:
+        assert t["calls"] >= 1
+        assert 0 < t["server_infer_ms_mean"] <= t["round_trip_ms_mean"] <= t["act_ms_mean"] + 1.0
+    with sqlite3.connect(tmp_path / "local.sqlite") as conn:
+        local = [json.loads(t) for (t,) in conn.execute("SELECT timing_json FROM episodes")]
+    assert all("act_ms_mean" in t and "server_infer_ms_mean" not in t for t in local)

@@ -62,8 +62,6 @@ def _dummy_model(arch: str = "pi0", stage: str = "full"):
 
 
 def test_cached_features_give_the_same_loss_as_images(demos_dir):
-    from apt.models.vlm import FrozenFeatures  # noqa: F401  (the cached path goes through it)
-
     model = _dummy_model().eval()
     demos = load_demos(demos_dir)
     sn, an = fit_normalizers(demos)

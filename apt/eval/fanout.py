@@ -1,7 +1,7 @@
 """Scheduling episodes: in-process (`--workers 0`) or over Ray (env worker actors + policy actors).
 
 - **Env workers** are Ray actors (1 CPU each) that build their suite *inside* the worker, by name
-  (`load_suite`), and keep one env per task; no simulator ever crosses a process boundary.
+  (`apt.registry.get_suite`), and keep one env per task; no simulator ever crosses a process boundary.
 - **Policies.** A policy that implements the optional hook `episode_policy(task_id) -> Policy`
   (scripted experts, the oracle: stateful per episode, reading privileged state) is built inside each
   env worker, one instance per episode. Any other policy lives in a **policy actor** that batches the
@@ -19,9 +19,7 @@
 from __future__ import annotations
 
 import collections
-import importlib
 import os
-import re
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -31,29 +29,11 @@ import numpy as np
 
 from apt.eval.rollout import EpisodeResult, ProvenanceError, Settings, now, run_episode
 from apt.eval.video import make_recorder
-from benchmarks.base import BenchError, Observation, Policy, Suite
+from apt.registry import get_suite
+from benchmarks.base import Observation, Policy, Suite
 
 MAX_ATTEMPTS = 2  # one retry
 PIPELINE = 2  # episodes queued per env worker (hides the driver round trip)
-_TARGET_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-
-def load_suite(ref: str) -> Suite:
-    """A suite by registry name, or by `package.module:Class` (test doubles, user plug-ins).
-
-    The registry answers every name it knows; the `module:attr` form is a stop-gap until
-    `apt.registry.get_suite` accepts it itself (the form workers need to rebuild a suite by name).
-    """
-    from apt.registry import SUITES, get_suite
-
-    if ref in SUITES or not _TARGET_RE.match(ref):
-        return get_suite(ref)
-    module, _, attr = ref.partition(":")
-    try:
-        builder = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as err:
-        raise BenchError(f"cannot load suite {ref!r}: {err}") from None
-    return builder()
 
 
 def build_policy(name: str, suite: Suite, seed: int, device: str) -> Policy:
@@ -179,7 +159,7 @@ class EnvWorker:
     """Ray actor body: builds the suite (and a per-episode policy factory) inside the worker."""
 
     def __init__(self, plan: Plan, policy_actor: Any = None):
-        suite = load_suite(plan.suite_ref)
+        suite = get_suite(plan.suite_ref)
         if plan.episode_hook:
             policy = build_policy(plan.policy_name, suite, plan.policy_seed, "cpu")
         else:
@@ -216,7 +196,7 @@ class PolicyServer:
     """Ray async actor body: one policy, dynamic batching of concurrent `act` calls."""
 
     def __init__(self, plan: Plan, max_batch: int):
-        suite = load_suite(plan.suite_ref)
+        suite = get_suite(plan.suite_ref)
         self.policy = build_policy(plan.policy_name, suite, plan.policy_seed, plan.device)
         self.max_batch = max(1, max_batch)
         self.max_wait_s = plan.max_wait_ms / 1000.0

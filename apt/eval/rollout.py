@@ -88,9 +88,12 @@ def run_episode(env: Env, key: str, instruction: str, seed: int, max_steps: int,
     if recorder is not None:
         recorder.add(obs)
     steps, success = 0, False
+    timing = _Timing()
     while steps < max_steps and not success:
         check_provenance(obs, instruction)
+        t_act = time.perf_counter()
         chunk = np.asarray(policy.act([obs]))
+        timing.add(time.perf_counter() - t_act, getattr(policy, "last_timing", None))
         if chunk.ndim != 3 or chunk.shape[0] != 1 or chunk.shape[1] < 1:
             raise BenchError(f"policy returned actions of shape {chunk.shape}; expected [1, H, A]")
         n = chunk.shape[1] if replan_steps is None else min(replan_steps, chunk.shape[1])
@@ -104,4 +107,33 @@ def run_episode(env: Env, key: str, instruction: str, seed: int, max_steps: int,
                 break
     video = recorder.finish() if recorder is not None else ""
     return EpisodeResult(key=key, success=success, steps=steps, wall_s=time.perf_counter() - t0,
-                         instruction=received, started=started, finished=now(), video=video)
+                         instruction=received, started=started, finished=now(), video=video,
+                         extra={"timing": timing.summary()})
+
+
+class _Timing:
+    """Per-episode inference timing: the policy call as the env sees it, plus what a remote policy
+    reports in `last_timing` (server inference vs network round trip)."""
+
+    def __init__(self) -> None:
+        self.act_ms: list[float] = []
+        self.server_ms: list[float] = []
+        self.round_trip_ms: list[float] = []
+
+    def add(self, act_s: float, remote: Any) -> None:
+        self.act_ms.append(act_s * 1e3)
+        server = getattr(remote, "server_infer_ms", None)
+        rtt = getattr(remote, "round_trip_ms", None)
+        if server is not None:
+            self.server_ms.append(float(server))
+        if rtt is not None:
+            self.round_trip_ms.append(float(rtt))
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"calls": len(self.act_ms)}
+        for name, xs in (("act_ms", self.act_ms), ("server_infer_ms", self.server_ms),
+                         ("round_trip_ms", self.round_trip_ms)):
+            if xs:
+                out[f"{name}_mean"] = round(float(np.mean(xs)), 3)
+                out[f"{name}_p95"] = round(float(np.percentile(xs, 95)), 3)
+        return out

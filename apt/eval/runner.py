@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from apt.eval import fanout
+from apt.registry import get_suite
 from apt.eval.rollout import EpisodeResult, Settings, now
 from apt.eval.compare import markdown_table
 from apt.eval.stats import success_table
@@ -89,7 +90,7 @@ def plan_run(*, policy: str, split: str, suite: str = "tabletop", episodes: int 
     from apt.splits import load_split
 
     check_device(device)
-    suite_obj = fanout.load_suite(suite)
+    suite_obj = get_suite(suite)
     tasks = {t.task_id: t for t in suite_obj.tasks()}
     iset = load_split(suite_obj.name, split, list(tasks.values()))
     unknown = sorted({e.task_id for e in iset.entries} - set(tasks))
@@ -171,7 +172,8 @@ def run(policy: str, split: str, suite: str = "tabletop", episodes: int | None =
             db.insert(EpisodeRecord(
                 key=result.key, run_id=run_id, instruction=result.instruction, success=bool(result.success),
                 steps=int(result.steps), wall_s=float(result.wall_s), error=result.error,
-                started=result.started, finished=result.finished, video=result.video, **meta))
+                started=result.started, finished=result.finished, video=result.video,
+                timing_json=json.dumps(result.extra.get("timing", {}), sort_keys=True), **meta))
 
         stats = fanout.execute(todo, plan, workers=workers, policy=pol, suite=suite_obj,
                                on_result=store_result, ray_address=ray_address, progress=progress)

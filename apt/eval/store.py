@@ -68,6 +68,7 @@ class EpisodeRecord:
     started: str
     finished: str
     video: str
+    timing_json: str = "{}"  # per-episode inference timing (policy call; server vs round trip if remote)
 
 
 _SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "REAL", "bool": "INTEGER"}  # annotations are strings

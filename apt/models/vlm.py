@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -173,6 +175,19 @@ class _PatchEncoder(nn.Module):
         return self.conv(x)
 
 
+def sincos_2d(grid: int, dim: int) -> Tensor:
+    """[grid*grid, dim] 2-D sin-cos position code (half the channels for rows, half for columns),
+    row-major like a flattened feature map, with unit RMS per token."""
+    assert dim % 4 == 0, dim
+    q = dim // 4
+    freq = 1.0 / (10000 ** (torch.arange(q, dtype=torch.float32) / q))
+    coords = torch.arange(grid, dtype=torch.float32)
+    ang = coords[:, None] * freq[None] * (math.pi / 2)  # [grid, q]
+    row = torch.cat([ang.sin(), ang.cos()], dim=1)  # [grid, dim/2]
+    pe = torch.cat([row[:, None].expand(grid, grid, -1), row[None, :].expand(grid, grid, -1)], dim=-1)
+    return pe.reshape(grid * grid, dim)
+
+
 class TinyVLM(VLM):
     """Frozen MiniLM + EfficientNet-Lite0 features, projected, then a small trainable transformer trunk.
 
@@ -207,6 +222,10 @@ class TinyVLM(VLM):
         self.img_proj = nn.Sequential(nn.LayerNorm(c_img), nn.Linear(c_img, w))
         self.txt_proj = nn.Sequential(nn.LayerNorm(_MINILM_DIM), nn.Linear(_MINILM_DIM, w))
         self.img_pos = nn.Parameter(torch.randn(self.tokens_per_image, w) * 0.02)
+        # Fixed 2-D sin-cos positions at the scale of the (LayerNorm-ed) features: attention is
+        # permutation-invariant, so without them a frozen, not-yet-pretrained trunk would hand the
+        # expert image tokens that say *what* is in view but not *where* (Stage 1 could not localise).
+        self.register_buffer("img_pos_fixed", sincos_2d(self.grid, w), persistent=False)
         self.cam_emb = nn.Parameter(torch.randn(cfg.max_cameras, w) * 0.02)
         self.txt_pos = nn.Parameter(torch.randn(cfg.max_text_tokens, w) * 0.02)
         self.trunk = nn.ModuleList(SelfAttentionBlock(w, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
@@ -263,7 +282,8 @@ class TinyVLM(VLM):
         b, n = img.shape[0], img.shape[1] // p
         l = input_ids.shape[1]
         assert img.shape[1] == n * p and n <= self.cfg.max_cameras and l <= self.cfg.max_text_tokens, (img.shape, l)
-        img_tok = self.img_proj(img).view(b, n, p, -1) + self.img_pos[None, None] + self.cam_emb[:n][None, :, None]
+        pos = self.img_pos + self.img_pos_fixed
+        img_tok = self.img_proj(img).view(b, n, p, -1) + pos[None, None] + self.cam_emb[:n][None, :, None]
         txt_tok = self.txt_proj(txt) + self.txt_pos[:l][None]
         x = torch.cat([img_tok.reshape(b, n * p, -1), txt_tok], dim=1)  # [B, T, W], T = N*P + L
 
@@ -282,28 +302,44 @@ class TinyVLM(VLM):
         return VLMOutput(tuple(hidden), image_mask, lang_mask, pad_mask)
 
 
-def vl_pretrain_loss(vlm: TinyVLM, images: Tensor, captions: list[str],
-                     generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+def vl_pretrain_loss(vlm: TinyVLM, images: Tensor | None, captions: list[str] | None,
+                     generator: torch.Generator | None = None, labels: Tensor | None = None,
+                     frozen: FrozenFeatures | None = None,
+                     tokens: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, float]]:
     """Image-text matching loss that pretrains the TinyVLM trunk: does this caption describe this scene?
 
     Each scene is paired with its own caption (positive) and with another scene's caption (negative,
     a random non-identity shift of the batch; pairs whose captions are identical strings count as
     positives). The matching logit reads the mean of the last layer's language tokens, which have
     attended to the image tokens. images: [B, N, 3, H, W]; returns (loss, {"itm_loss", "itm_acc"}).
+
+    With `labels` ([B], 1 = the caption is true of the scene) the B (scene, caption) pairs are taken
+    as given, with no in-batch negatives (explicit hard negatives, `apt.training.vl_pretrain`); then
+    `frozen` (cached frozen features of those pairs) may replace `images`, and `tokens`
+    ({"input_ids", "attention_mask"}) may replace `captions`.
     """
-    b = len(captions)
-    assert b >= 2 and images.shape[0] == b, (b, images.shape)
-    shift = int(torch.randint(1, b, (1,), generator=generator).item())
-    neg_idx = [(i + shift) % b for i in range(b)]
-    texts = list(captions) + [captions[j] for j in neg_idx]
-    labels = torch.tensor([1.0] * b + [1.0 if captions[j] == captions[i] else 0.0 for i, j in enumerate(neg_idx)])
-    tok = vlm.tokenize(texts)
     dev = vlm.img_pos.device
-    out = vlm(torch.cat([images, images]).to(dev), tok["input_ids"].to(dev), tok["attention_mask"].to(dev))
+    if labels is None:
+        assert captions is not None and images is not None, "in-batch negatives need images and captions"
+        b = len(captions)
+        assert b >= 2 and images.shape[0] == b, (b, images.shape)
+        shift = int(torch.randint(1, b, (1,), generator=generator).item())
+        neg_idx = [(i + shift) % b for i in range(b)]
+        texts = list(captions) + [captions[j] for j in neg_idx]
+        labels = torch.tensor([1.0] * b + [1.0 if captions[j] == captions[i] else 0.0 for i, j in enumerate(neg_idx)])
+        tok = vlm.tokenize(texts)
+        out = vlm(torch.cat([images, images]).to(dev), tok["input_ids"].to(dev), tok["attention_mask"].to(dev))
+    else:
+        tok = tokens if tokens is not None else vlm.tokenize(list(captions or []))
+        assert labels.shape == (tok["input_ids"].shape[0],), (labels.shape, tok["input_ids"].shape)
+        if frozen is not None:
+            frozen = FrozenFeatures(frozen.image.to(dev), frozen.text.to(dev))
+        out = vlm(None if images is None else images.to(dev), tok["input_ids"].to(dev),
+                  tok["attention_mask"].to(dev), frozen=frozen)
     last, lm = out.hidden_states[-1], out.lang_mask.float()
     pooled = (last * lm[..., None]).sum(1) / lm.sum(1, keepdim=True).clamp_min(1.0)
-    logits = vlm.itm_head(pooled).squeeze(-1)
-    labels = labels.to(logits.device)
+    logits = vlm.itm_head(pooled).squeeze(-1).float()
+    labels = labels.to(logits.device).float()
     loss = F.binary_cross_entropy_with_logits(logits, labels)
     acc = ((logits > 0).float() == labels).float().mean()
     return loss, {"itm_loss": float(loss.detach()), "itm_acc": float(acc)}

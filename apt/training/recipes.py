@@ -34,7 +34,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from benchmarks.base import BenchError, Suite
-from apt.registry import ARCHS, LEARNED_POLICIES, get_suite, unknown
+from apt.registry import LEARNED_POLICIES, get_suite, unknown
 
 TRAINABLE = LEARNED_POLICIES + ("vlm_tiny",)
 VLM_FILE = "vlm.safetensors"

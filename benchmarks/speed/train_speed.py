@@ -21,7 +21,6 @@ RECIPES = ("apt_pi0", "apt_groot", "baseline_pi0", "baseline_groot", "discrete_p
 
 def _model_and_batches(policy: str, size: str, demos, suite, batch_size: int):
     """(model, param groups, batch iterator) built the way the recipe builds them."""
-    import numpy as np
 
     from apt.training.batches import build_training_data, chunk_indices, fit_normalizers
 
