@@ -85,3 +85,24 @@ def test_export_rejects_unknown_suffix(tmp_path):
     with Store(tmp_path / "r.sqlite") as db:
         with pytest.raises(BenchError, match="csv or .parquet"):
             db.export(tmp_path / "x.json")
+
+
+def test_store_from_an_older_version_gains_new_columns(tmp_path):
+    """A results file written before `timing_json` existed still opens and takes new episodes."""
+    import sqlite3
+    from dataclasses import fields
+
+    from apt.eval.store import EpisodeRecord, Store
+
+    path = tmp_path / "old.sqlite"
+    old_cols = [f.name for f in fields(EpisodeRecord) if f.name != "timing_json"]
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"CREATE TABLE episodes ({', '.join(c + (' PRIMARY KEY' if c == 'key' else '') for c in old_cols)})")
+        conn.execute("INSERT INTO episodes (key, success) VALUES ('old', 1)")
+    store = Store(path)
+    try:
+        cols = {r[1] for r in store.conn.execute("PRAGMA table_info(episodes)")}
+        assert "timing_json" in cols
+        assert store.conn.execute("SELECT timing_json FROM episodes WHERE key='old'").fetchone() == ("{}",)
+    finally:
+        store.close()

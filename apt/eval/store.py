@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -109,10 +109,19 @@ class Store:
             # NORMAL is durable across a crash of this process (not of the OS) in WAL mode.
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.executescript(_schema())
+            self._add_new_columns()
             self.conn.commit()
         except (OSError, sqlite3.Error) as err:
             raise BenchError(f"results store {self.path} is not writable ({err}); pass --store with a "
                              "writable file path") from None
+
+    def _add_new_columns(self) -> None:
+        """Stores written by an older apt-bench gain columns added since (with their defaults)."""
+        have = {row[1] for row in self.conn.execute("PRAGMA table_info(episodes)")}
+        for f in fields(EpisodeRecord):
+            if f.name not in have:
+                default = "" if f.default is MISSING else " DEFAULT '" + str(f.default).replace("'", "''") + "'"
+                self.conn.execute(f"ALTER TABLE episodes ADD COLUMN {f.name} {_SQL_TYPES[str(f.type)]}{default}")
 
     def close(self) -> None:
         self.conn.close()
