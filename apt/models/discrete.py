@@ -28,7 +28,6 @@ matching, while the VLM trains only on the discrete (+ VL) loss. At inference th
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,13 +42,13 @@ from apt.models.expert_base import ExpertConfig, default_layer_map
 from apt.models.flow import FlowConfig, euler_sample, flow_matching_loss, sample_time
 from apt.models.layers import RMSNorm, compact_tokens, masked_attention, merge_heads, split_heads
 from apt.models.pi_expert import PiExpert, PiLayer, make_attn_mask
-from apt.models.policy_model import _from_dict
+from apt.models.policy_model import JsonConfig
 from apt.models.vlm import VLM, FrozenFeatures, VLMConfig, VLMOutput, build_vlm
 
 
 # --------------------------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class DiscreteConfig:
+class DiscreteConfig(JsonConfig):
     """Everything needed to rebuild a discrete VLA; stored as JSON in a checkpoint's config.json."""
 
     vlm: VLMConfig = field(default_factory=VLMConfig)
@@ -67,15 +66,6 @@ class DiscreteConfig:
     expert: ExpertConfig = field(default_factory=ExpertConfig)  # ki only
     flow: FlowConfig = field(default_factory=FlowConfig)  # ki only
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DiscreteConfig:
-        return _from_dict(cls, d)
-
-    def replace(self, **changes: Any) -> DiscreteConfig:
-        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)

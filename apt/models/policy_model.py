@@ -39,8 +39,22 @@ ARCHS = ("pi0", "groot")
 STAGES = ("stage1", "stage2", "full")
 
 
+class JsonConfig:
+    """JSON round trip and `replace` for the frozen model-config dataclasses stored in config.json."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        return _from_dict(cls, d)
+
+    def replace(self, **changes: Any) -> Any:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(JsonConfig):
     """Everything needed to rebuild the model; stored as JSON in a checkpoint's config.json."""
 
     arch: str = "pi0"  # "pi0" (joint attention to per-layer VLM features) | "groot" (DiT, one VLM layer)
@@ -63,15 +77,6 @@ class ModelConfig:
     def vlm_trainable(self) -> bool:
         return self.stage == "full" or (self.stage == "stage2" and self.fusion.unfreeze_vlm)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        return _from_dict(cls, d)
-
-    def replace(self, **changes: Any) -> ModelConfig:
-        return dataclasses.replace(self, **changes)
 
 
 def _from_dict(cls: type, d: dict[str, Any]) -> Any:

@@ -172,7 +172,7 @@ def _train_vlm(opts: RecipeOptions, suite: Suite) -> int:
 def _train_policy(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -> int:
     from apt.models.policy_model import VLAModel, stage2_from_stage1
     from apt.training.batches import build_training_data, fit_normalizers
-    from apt.training.checkpoints import CheckpointMeta, read_meta, save_checkpoint
+    from apt.training.checkpoints import read_meta, save_checkpoint
     from apt.training.data import load_demos
     from apt.training.trainer import TrainConfig, train_loop
 
@@ -234,17 +234,11 @@ def _train_policy(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -> 
         history["full"] = _summary(res)
     wall = time.perf_counter() - t0
 
-    meta = CheckpointMeta(
-        policy=opts.policy, suite=suite.name, suite_version=suite.version,
-        action_spec=dataclasses.asdict(suite.action_spec),
-        observation_spec={"cameras": list(opts.cameras), "state_dim": suite.observation_spec.state_dim,
-                          "image_size": int(demos.meta.get("image_size", suite.observation_spec.image_size))},
-        model=model.cfg.to_dict(), norm={"state": state_norm.to_dict(), "action": action_norm.to_dict()},
-        recipe={"name": recipe, "stage": model.cfg.stage, "steps": opts.steps, "batch_size": opts.batch_size,
-                "lr": opts.lr, "seed": opts.seed, "vlm_init": vlm_source, "init": opts.init},
-        data_hash=str(demos.meta.get("data_hash", "")),
-        train={"wall_s": round(wall, 1), "stages": history, "device": opts.device, "world_size": ctx.world_size},
-        exclude_prefixes=_exclude_prefixes(model.cfg))
+    recipe_record = {"name": recipe, "stage": model.cfg.stage, "steps": opts.steps, "batch_size": opts.batch_size,
+                     "lr": opts.lr, "seed": opts.seed, "vlm_init": vlm_source, "init": opts.init}
+    train_record = {"wall_s": round(wall, 1), "stages": history, "device": opts.device,
+                    "world_size": ctx.world_size}
+    meta = _checkpoint_meta(opts, suite, demos, model, state_norm, action_norm, recipe_record, train_record)
     if ctx.is_main:
         sha = save_checkpoint(opts.out, model, meta)
         print(f"{opts.policy}: trained {opts.steps} steps in {wall / 60:.1f} min; wrote {opts.out} (sha256 {sha[:12]})")
@@ -271,7 +265,7 @@ def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -
     from apt.models.vlm import build_vlm
     from apt.training import distributed
     from apt.training.batches import build_training_data, fit_normalizers
-    from apt.training.checkpoints import CheckpointMeta, save_checkpoint
+    from apt.training.checkpoints import save_checkpoint
     from apt.training.data import load_demos
     from apt.training.trainer import TrainConfig, train_loop
     from apt.training.vl_data import build_vl_data, discrete_batches, render_scenes
@@ -324,20 +318,13 @@ def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -
                      desc=opts.policy)
     wall = time.perf_counter() - t0
     ratio = float(cfg.chunk_len * cfg.action_dim / np.mean(lengths))
-    meta = CheckpointMeta(
-        policy=opts.policy, suite=suite.name, suite_version=suite.version,
-        action_spec=dataclasses.asdict(suite.action_spec),
-        observation_spec={"cameras": list(opts.cameras), "state_dim": suite.observation_spec.state_dim,
-                          "image_size": int(demos.meta.get("image_size", suite.observation_spec.image_size))},
-        model=model.cfg.to_dict(), norm={"state": state_norm.to_dict(), "action": action_norm.to_dict()},
-        recipe={"name": recipe, "arch": "pi0" if recipe == "ki" else "none", "stage": "full",
-                "steps": opts.steps, "batch_size": opts.batch_size, "lr": opts.lr, "seed": opts.seed,
-                "vlm_init": vlm_source, "vl_ratio": opts.vl_ratio, "vl_scenes": n_scenes,
-                "action_vocab": tokenizer.vocab_size, "bpe_compression": round(ratio, 3)},
-        data_hash=str(demos.meta.get("data_hash", "")),
-        train={"wall_s": round(wall, 1), "stages": {"full": _summary(res)}, "device": opts.device,
-               "world_size": ctx.world_size},
-        exclude_prefixes=_exclude_prefixes(model.cfg))
+    recipe_record = {"name": recipe, "arch": "pi0" if recipe == "ki" else "none", "stage": "full",
+                     "steps": opts.steps, "batch_size": opts.batch_size, "lr": opts.lr, "seed": opts.seed,
+                     "vlm_init": vlm_source, "vl_ratio": opts.vl_ratio, "vl_scenes": n_scenes,
+                     "action_vocab": tokenizer.vocab_size, "bpe_compression": round(ratio, 3)}
+    train_record = {"wall_s": round(wall, 1), "stages": {"full": _summary(res)}, "device": opts.device,
+                    "world_size": ctx.world_size}
+    meta = _checkpoint_meta(opts, suite, demos, model, state_norm, action_norm, recipe_record, train_record)
     if ctx.is_main:
         sha = save_checkpoint(opts.out, model, meta)
         tokenizer.save(Path(opts.out) / TOKENIZER_FILE)  # for inspection; config.json holds the same state
@@ -345,6 +332,21 @@ def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -
               f"trained {opts.steps} steps in {wall / 60:.1f} min; wrote {opts.out} (sha256 {sha[:12]})")
     distributed.barrier()
     return 0
+
+
+def _checkpoint_meta(opts: RecipeOptions, suite: Suite, demos: Any, model: Any, state_norm: Any,
+                     action_norm: Any, recipe: dict[str, Any], train: dict[str, Any]) -> Any:
+    """The config.json every recipe writes: suite specs, model config, normalisers, provenance."""
+    from apt.training.checkpoints import CheckpointMeta
+
+    return CheckpointMeta(
+        policy=opts.policy, suite=suite.name, suite_version=suite.version,
+        action_spec=dataclasses.asdict(suite.action_spec),
+        observation_spec={"cameras": list(opts.cameras), "state_dim": suite.observation_spec.state_dim,
+                          "image_size": int(demos.meta.get("image_size", suite.observation_spec.image_size))},
+        model=model.cfg.to_dict(), norm={"state": state_norm.to_dict(), "action": action_norm.to_dict()},
+        recipe=recipe, data_hash=str(demos.meta.get("data_hash", "")), train=train,
+        exclude_prefixes=_exclude_prefixes(model.cfg))
 
 
 def _summary(res: Any) -> dict[str, Any]:
