@@ -227,3 +227,21 @@ def test_pro_task_suite_instruction_is_the_new_goal():
     t = LiberoSuite("libero_goal_task").tasks()[1]
     assert t.attributes["goal"] == "(On plate_1 flat_stove_1_cook_region)"
     assert t.instruction == "Put the plate on the stove"  # not "put the bowl on the stove"
+
+
+@needs_libero
+@pytest.mark.slow
+def test_random_policy_runs_one_episode_per_goal_task_through_the_engine(tmp_path, capsys):
+    """`apt-bench run --suite libero --policy random`: every LIBERO-Goal task runs one full episode."""
+    import sqlite3
+
+    from apt.cli import main
+
+    store = tmp_path / "libero.sqlite"
+    assert main(["run", "--suite", "libero", "--policy", "random", "--split", "seen", "--episodes", "1",
+                 "--workers", "0", "--store", str(store)]) == 0
+    assert "ALL" in capsys.readouterr().out
+    with sqlite3.connect(store) as conn:
+        rows = conn.execute("SELECT task_id, suite, error, steps, instruction FROM episodes").fetchall()
+    assert sorted(r[0] for r in rows) == [f"libero_goal/{i}" for i in range(10)]
+    assert all(r[1] == "libero_goal" and r[2] == "" and r[3] > 0 and r[4] for r in rows)
