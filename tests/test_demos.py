@@ -16,15 +16,10 @@ from apt.training.data import (DEMO_SEED_BASE, META_FILE, episode_seed, generate
                                load_demos)
 from benchmarks.base import BenchError
 
-TabletopSuite = pytest.importorskip("benchmarks.tabletop.suite").TabletopSuite
 
 TASKS = ["place-red-plate", "stack-blue-green", "push-yellow-left"]
 SIZE = 24
 
-
-@pytest.fixture(scope="module")
-def suite():
-    return TabletopSuite()
 
 
 @pytest.fixture(scope="module")

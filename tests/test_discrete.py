@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +14,10 @@ from apt.cli import main
 from apt.models.action_tokens import TOKENIZER_FILE, ActionTokenizer
 from apt.models.discrete import DiscreteConfig, DiscreteVLA, get_discrete_config
 from apt.policy import LearnedPolicy
-from apt.registry import build_policy, get_suite
+from apt.registry import build_policy
 from apt.training.checkpoints import read_meta
-from apt.training.data import generate_demos
 
-TASKS = ("place-red-plate", "push-green-left")
+from conftest import TINY_DEMO_TASKS as TASKS  # noqa: E402  (the tasks of the shared demos_dir)
 
 
 @pytest.fixture(autouse=True)
@@ -27,17 +25,6 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def suite():
-    return get_suite("tabletop")
-
-
-@pytest.fixture(scope="module")
-def demos_dir(tmp_path_factory, suite) -> Path:
-    out = tmp_path_factory.mktemp("demos") / "tabletop"
-    generate_demos(suite, out, episodes_per_task=2, workers=0, seed=0, image_size=32, tasks=TASKS,
-                   cameras=("front",), progress=False)
-    return out
 
 
 def _model(ki: bool = False) -> DiscreteVLA:

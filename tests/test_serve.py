@@ -19,7 +19,7 @@ import pytest
 
 from apt.cli import main
 from apt.eval.remote import BATCH_KEY, RESET_KEY, RemotePolicy, RemotePolicyError, packb, unpackb
-from apt.registry import build_policy, get_suite
+from apt.registry import build_policy
 from benchmarks.base import BenchError
 
 TASK = "place-red-plate"
@@ -27,10 +27,6 @@ MAX_MESSAGE_MB = 1
 READY_TIMEOUT_S = 90
 REPO = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(scope="module")
-def suite():
-    return get_suite("tabletop")
 
 
 @pytest.fixture(scope="module")

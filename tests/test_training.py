@@ -12,25 +12,14 @@ import torch
 
 from apt.cli import main
 from apt.policy import LearnedPolicy, Normalizer
-from apt.registry import build_policy, get_suite
+from apt.registry import build_policy
 from apt.training.batches import build_training_data, chunk_indices, fit_normalizers
 from apt.training.checkpoints import read_meta
-from apt.training.data import generate_demos, load_demos
+from apt.training.data import load_demos
 
-TASKS = ("place-red-plate", "push-green-left")
-
-
-@pytest.fixture(scope="module")
-def suite():
-    return get_suite("tabletop")
+from conftest import TINY_DEMO_TASKS as TASKS  # noqa: E402  (the tasks of the shared demos_dir)
 
 
-@pytest.fixture(scope="module")
-def demos_dir(tmp_path_factory, suite) -> Path:
-    out = tmp_path_factory.mktemp("demos") / "tabletop"
-    generate_demos(suite, out, episodes_per_task=2, workers=0, seed=0, image_size=32, tasks=TASKS,
-                   cameras=("front",), progress=False)
-    return out
 
 
 def test_chunk_indices_hold_last_frame_within_episode():
