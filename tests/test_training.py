@@ -149,3 +149,22 @@ def test_bad_checkpoints(tmp_path, demos_dir, suite, capsys):
     shutil.copytree(ck, truncated)
     (truncated / "model.safetensors").write_bytes(b"\x00" * 10)
     assert "corrupt" in run_with(truncated)
+
+
+def test_ema_forgets_the_initialisation():
+    """EMA weights after training must not keep a visible share of the random initialisation."""
+    from apt.training.trainer import EMA
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)  # "initialisation"
+    ema = EMA(model, decay=0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)  # the trained value, held for 500 steps
+    for _ in range(500):
+        ema.update(model)
+    ema.copy_to(model)
+    # A fixed decay of 0.999 would leave 0.999**500 = 61% of the initial value (weight 0.39).
+    assert model.weight.item() > 0.95
+    ema.updates = 100_000  # long runs reach the configured decay
+    assert ema.current_decay() == pytest.approx(0.999)

@@ -86,17 +86,27 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
 
 
 class EMA:
-    """Exponential moving average of trainable parameters (evaluated weights are smoother)."""
+    """Exponential moving average of trainable parameters (evaluated weights are smoother).
+
+    The decay warms up as min(decay, (1 + t) / (10 + t)): with a fixed 0.999 from step 0, a
+    2000-step run would keep 0.999^2000 = 13.5% of the random initialisation in its final weights.
+    """
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
+        self.updates = 0
         self.shadow = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def current_decay(self) -> float:
+        return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        d = self.current_decay()
+        self.updates += 1
         for n, p in model.named_parameters():
             if n in self.shadow:
-                self.shadow[n].lerp_(p.detach(), 1.0 - self.decay)
+                self.shadow[n].lerp_(p.detach(), 1.0 - d)
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
