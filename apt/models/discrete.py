@@ -38,11 +38,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from apt.models.action_tokens import ActionTokenizer, InvalidActionTokens
-from apt.models.expert_base import ExpertConfig, default_layer_map
+from apt.models.expert_base import ExpertConfig, attention_geometry
 from apt.models.flow import FlowConfig, euler_sample, flow_matching_loss, sample_time
 from apt.models.layers import RMSNorm, compact_tokens, masked_attention, merge_heads, split_heads
 from apt.models.pi_expert import PiExpert, PiLayer, make_attn_mask
-from apt.models.policy_model import JsonConfig
+from apt.models.policy_model import JsonConfig, VLMBacked
 from apt.models.vlm import VLM, FrozenFeatures, VLMConfig, VLMOutput, build_vlm
 
 
@@ -136,11 +136,7 @@ class TokenDecoder(nn.Module):
                  max_len: int) -> None:
         super().__init__()
         w = cfg.width
-        self.head_dim = cfg.head_dim or w // cfg.heads
-        self.kv_heads = cfg.kv_heads or cfg.heads
-        self.layer_map = cfg.layer_map or default_layer_map(cfg.depth, vlm_layers)
-        if len(self.layer_map) != cfg.depth or not all(0 <= i <= vlm_layers for i in self.layer_map):
-            raise ValueError(f"decoder layer_map {self.layer_map} must have {cfg.depth} entries in [0, {vlm_layers}]")
+        self.head_dim, self.kv_heads, self.layer_map = attention_geometry(cfg, vlm_layers, "decoder")
         self.embed = nn.Embedding(vocab, w)
         self.state_in = nn.Linear(state_dim, w)
         self.pos = nn.Parameter(torch.randn(max_len, w) * 0.02)  # positions of [state, BOS, t_1, ...]
@@ -194,7 +190,7 @@ def detach_output(out: VLMOutput) -> VLMOutput:
 
 
 # ---------------------------------------------------------------------------------------- model
-class DiscreteVLA(nn.Module):
+class DiscreteVLA(VLMBacked):
     """VLM + FAST-token decoder (+ KI expert). `loss(batch)` trains, `sample_actions(batch)` acts.
 
     Batch schema: as `VLAModel`'s ("images" or cached "image_features"/"text_features", "input_ids",
@@ -221,17 +217,10 @@ class DiscreteVLA(nn.Module):
         if cfg.ki:
             self.expert = PiExpert(cfg.expert, vlm_hidden=self.vlm.hidden_size, vlm_layers=self.vlm.num_layers,
                                    state_dim=cfg.state_dim, action_dim=cfg.action_dim, chunk_len=cfg.chunk_len)
+        self.vlm_trains = cfg.train_vlm
         self.vlm.set_trainable(cfg.train_vlm)
 
     # -- helpers
-    def tokenize(self, instructions: list[str]) -> dict[str, Tensor]:
-        return self.vlm.tokenize(instructions)
-
-    def train(self, mode: bool = True) -> DiscreteVLA:
-        super().train(mode)
-        if not self.cfg.train_vlm:
-            self.vlm.eval()
-        return self
 
     def _tokenizer(self) -> ActionTokenizer:
         if self.action_tokenizer is None:

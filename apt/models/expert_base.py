@@ -50,6 +50,16 @@ def default_layer_map(expert_depth: int, vlm_layers: int) -> tuple[int, ...]:
     return tuple((i * vlm_layers) // expert_depth for i in range(expert_depth))
 
 
+def attention_geometry(cfg: ExpertConfig, vlm_layers: int, what: str = "expert") -> tuple[int, int, tuple[int, ...]]:
+    """(head_dim, kv_heads, layer_map) of a stack that reads the VLM layer by layer, validated."""
+    head_dim = cfg.head_dim or cfg.width // cfg.heads
+    kv_heads = cfg.kv_heads or cfg.heads
+    layer_map = cfg.layer_map or default_layer_map(cfg.depth, vlm_layers)
+    if len(layer_map) != cfg.depth or not all(0 <= i <= vlm_layers for i in layer_map):
+        raise ValueError(f"{what} layer_map {layer_map} must have {cfg.depth} entries in [0, {vlm_layers}]")
+    return head_dim, kv_heads, layer_map
+
+
 class Expert(nn.Module, abc.ABC):
     """Interface of an action expert (pi-style or GR00T-style)."""
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from apt.models.expert_base import Expert, ExpertConfig, default_layer_map
+from apt.models.expert_base import Expert, ExpertConfig, attention_geometry
 from apt.models.fusion import FusionConfig, FusionKV, GatedFusionLayer
 from apt.models.layers import GatedMLP, RMSNorm, compact_tokens, masked_attention, merge_heads, sincos_embedding, split_heads
 from apt.models.vlm import VLMOutput
@@ -103,11 +103,7 @@ class PiExpert(Expert):
         self.vlm_hidden, self.vlm_layers = vlm_hidden, vlm_layers
         self.chunk_len, self.action_dim, self.state_dim = chunk_len, action_dim, state_dim
         w = cfg.width
-        self.head_dim = cfg.head_dim or w // cfg.heads
-        self.kv_heads = cfg.kv_heads or cfg.heads
-        self.layer_map = cfg.layer_map or default_layer_map(cfg.depth, vlm_layers)
-        if len(self.layer_map) != cfg.depth or not all(0 <= i <= vlm_layers for i in self.layer_map):
-            raise ValueError(f"layer_map {self.layer_map} must have {cfg.depth} entries in [0, {vlm_layers}]")
+        self.head_dim, self.kv_heads, self.layer_map = attention_geometry(cfg, vlm_layers, "expert")
         self.state_in = nn.Linear(state_dim, w)
         self.action_in = nn.Linear(action_dim, w)
         self.action_time_mlp = nn.Sequential(nn.Linear(2 * w, w), nn.SiLU(), nn.Linear(w, w))

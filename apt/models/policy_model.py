@@ -98,7 +98,25 @@ def _from_dict(cls: type, d: dict[str, Any]) -> Any:
 
 
 # ------------------------------------------------------------------------------------------- model
-class VLAModel(nn.Module):
+class VLMBacked(nn.Module):
+    """What every policy model on a VLM shares: tokenising through the VLM, and keeping a frozen VLM in
+    inference mode (no dropout) whatever `train()` is called with. Subclasses set `vlm_trains`."""
+
+    vlm: VLM
+    vlm_trains: bool
+
+    def tokenize(self, instructions: list[str]) -> dict[str, Tensor]:
+        """Instructions -> {"input_ids", "attention_mask"} for the batch (callers never touch a tokenizer)."""
+        return self.vlm.tokenize(instructions)
+
+    def train(self, mode: bool = True) -> VLMBacked:
+        super().train(mode)
+        if not self.vlm_trains:
+            self.vlm.eval()
+        return self
+
+
+class VLAModel(VLMBacked):
     """VLM + expert (+ Stage-2 fusion). `loss(batch)` for training, `sample_actions(batch)` for acting."""
 
     def __init__(self, cfg: ModelConfig, vlm: VLM | None = None) -> None:
@@ -110,18 +128,10 @@ class VLAModel(nn.Module):
             cfg.expert, vlm_hidden=self.vlm.hidden_size, vlm_layers=self.vlm.num_layers, state_dim=cfg.state_dim,
             action_dim=cfg.action_dim, chunk_len=cfg.chunk_len,
             fusion=None if cfg.stage == "stage1" else cfg.fusion)
+        self.vlm_trains = cfg.vlm_trainable
         self.vlm.set_trainable(cfg.vlm_trainable)
 
     # -- helpers
-    def tokenize(self, instructions: list[str]) -> dict[str, Tensor]:
-        """Instructions -> {"input_ids", "attention_mask"} for the batch (callers never touch a tokenizer)."""
-        return self.vlm.tokenize(instructions)
-
-    def train(self, mode: bool = True) -> VLAModel:
-        super().train(mode)
-        if not self.cfg.vlm_trainable:
-            self.vlm.eval()  # a frozen VLM runs in inference mode (no dropout)
-        return self
 
     def encode(self, batch: dict[str, Tensor]) -> VLMOutput:
         """Run the VLM once; without autograd when it is frozen (memory, and no gradient by construction)."""
