@@ -132,6 +132,17 @@ def test_param_groups_apply_vlm_lr_multiplier():
     assert "vlm" not in {g["name"] for g in _model("dummy_pi0", "stage1").param_groups(1e-3)}
 
 
+@pytest.mark.parametrize("preset", ["dummy_pi0", "dummy_groot"])
+def test_gate_logits_get_their_own_learning_rate_and_no_decay(preset):
+    model = _model(preset, "stage2", fusion=FusionConfig(gate_lr_multiplier=20.0))
+    groups = {g["name"]: g for g in model.param_groups(1e-3, weight_decay=0.1)}
+    gate_params = {id(p) for n, p in model.expert.named_parameters() if n.endswith("gate_logit")}
+    assert {id(p) for p in groups["gates"]["params"]} == gate_params and len(gate_params) == model.cfg.expert.depth
+    assert math.isclose(groups["gates"]["lr"], 2e-2) and groups["gates"]["weight_decay"] == 0.0
+    assert not gate_params & {id(p) for p in groups["expert"]["params"]}  # each parameter in exactly one group
+    assert "gates" not in {g["name"] for g in _model(preset, "stage1").param_groups(1e-3)}
+
+
 def test_prefix_is_computed_once_per_sample_call():
     model = _model("dummy_pi0", "stage2")
     calls = []

@@ -39,10 +39,17 @@ class FusionConfig:
     #                                           (None = the same index as the trunk layer it follows)
     unfreeze_vlm: bool = False  # Stage 2 also trains the VLM's trainable part (trunk / LLM)
     vlm_lr_multiplier: float = 0.1  # VLM learning rate = base LR * this, when unfrozen
+    # Gate logits learn at base LR * this. Adam moves a parameter by about its LR per step whatever
+    # the gradient's size, so at the base LR a logit starting at -4 needs ~10^4 steps to reach -1:
+    # the gate could never open within a CPU-sized budget and Stage 2 would stay the language-blind
+    # prior. 50x lets it open in a few hundred steps when the loss asks for it (and stay shut if not).
+    gate_lr_multiplier: float = 50.0
 
     def __post_init__(self) -> None:
         if self.gate not in ("scalar", "channel"):
             raise ValueError(f"FusionConfig.gate must be 'scalar' or 'channel', got {self.gate!r}")
+        if self.gate_lr_multiplier <= 0 or self.vlm_lr_multiplier <= 0:
+            raise ValueError("FusionConfig learning-rate multipliers must be > 0")
 
 
 @dataclass

@@ -185,9 +185,16 @@ class VLAModel(VLMBacked):
                             num_steps or self.cfg.flow.num_steps, noise=noise)
 
     def param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
-        """Optimizer groups: expert at `lr`; trainable VLM params at lr * vlm_lr_multiplier (stage2) or lr (full)."""
-        expert = [p for p in self.expert.parameters() if p.requires_grad]
+        """Optimizer groups: expert at `lr`; Stage-2 gate logits at lr * gate_lr_multiplier (no weight
+        decay: decay would pull them to sigmoid(0) = half open); trainable VLM params at
+        lr * vlm_lr_multiplier (stage2) or lr (full)."""
+        gates = [p for n, p in self.expert.named_parameters() if p.requires_grad and n.endswith("gate_logit")]
+        gate_ids = {id(p) for p in gates}
+        expert = [p for p in self.expert.parameters() if p.requires_grad and id(p) not in gate_ids]
         groups: list[dict[str, Any]] = [{"params": expert, "lr": lr, "weight_decay": weight_decay, "name": "expert"}]
+        if gates:
+            groups.append({"params": gates, "lr": lr * self.cfg.fusion.gate_lr_multiplier, "weight_decay": 0.0,
+                           "name": "gates"})
         vlm = [p for p in self.vlm.parameters() if p.requires_grad]
         if vlm:
             mult = self.cfg.fusion.vlm_lr_multiplier if self.cfg.stage == "stage2" else 1.0
@@ -245,7 +252,12 @@ _DUMMY_VLM = VLMConfig(kind="tiny", pretrained_encoders=False, image_size=32, fe
 _DUMMY_EXPERT = ExpertConfig(width=32, depth=2, heads=2, mlp_ratio=2.0, adapter_layers=1, num_future_tokens=2)
 _TINY_VLM = VLMConfig(kind="tiny", pretrained_encoders=True, image_size=96, feature_stride=16, width=128,
                       layers=4, heads=4, max_text_tokens=24)
-_TINY_EXPERT = ExpertConfig(width=128, depth=4, heads=4, mlp_ratio=4.0, adapter_layers=2, num_future_tokens=8)
+# The tiny expert reads the *outputs* of the 4 trunk layers (pi: layer i reads hidden_states[i + 1];
+# GR00T: the last one): vlm_tiny's grounding head is trained on the trunk's last layer, so that is
+# where the trunk puts "where is the thing the instruction names". (pi0 reads layer inputs 0..L-1 of
+# an 18-layer Gemma; with a 4-layer trunk that would hide the one grounded layer from the expert.)
+_TINY_EXPERT = ExpertConfig(width=128, depth=4, heads=4, mlp_ratio=4.0, adapter_layers=2, num_future_tokens=8,
+                            layer_map=(1, 2, 3, 4), vlm_layer=4)
 _QWEN_VLM = VLMConfig(kind="hf", name_or_path="Qwen/Qwen3-VL-2B-Instruct", image_size=224, max_text_tokens=48,
                       dtype="bfloat16")
 
