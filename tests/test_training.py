@@ -50,12 +50,13 @@ def _dummy_model(arch: str = "pi0", stage: str = "full"):
     return VLAModel(cfg)
 
 
-def test_cached_features_give_the_same_loss_as_images(demos_dir):
+@pytest.mark.parametrize("cameras", [("front",), ("front", "wrist"), ("wrist", "front")])
+def test_cached_features_give_the_same_loss_as_images(demos_dir, cameras):
     model = _dummy_model().eval()
     demos = load_demos(demos_dir)
     sn, an = fit_normalizers(demos)
-    cached = build_training_data(demos, model, model.cfg.chunk_len, ("front",), sn, an, progress=False)
-    raw = build_training_data(demos, model, model.cfg.chunk_len, ("front",), sn, an, cache_features=False,
+    cached = build_training_data(demos, model, model.cfg.chunk_len, cameras, sn, an, progress=False)
+    raw = build_training_data(demos, model, model.cfg.chunk_len, cameras, sn, an, cache_features=False,
                               progress=False)
     assert cached.image_features is not None and raw.images is not None
     idx = torch.arange(6)

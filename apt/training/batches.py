@@ -73,19 +73,41 @@ class TrainingData:
             yield self.batch(torch.randint(0, n, (batch_size,), generator=g))
 
 
-def _feature_cache_path(demos: Demos, model: torch.nn.Module, cameras: tuple[str, ...]) -> Path | None:
-    """Where the frozen image features of a demo set are cached, keyed by data and encoder identity.
+def _feature_cache_path(demos: Demos, model: torch.nn.Module, camera: str) -> Path | None:
+    """Where one camera's frozen image features of a demo set are cached, keyed by data and encoder.
 
-    Only pretrained (deterministic) encoders are cached; random stand-ins differ per model.
+    One file per camera, so adding a camera to a policy encodes only that camera's frames. Only
+    pretrained (deterministic) encoders are cached; random stand-ins differ per model.
     """
     vcfg = getattr(model.vlm, "cfg", None)
     data_hash = demos.meta.get("data_hash")
     if vcfg is None or not getattr(vcfg, "pretrained_encoders", False) or not data_hash:
         return None
-    ident = {"data_hash": data_hash, "cameras": list(cameras), "kind": vcfg.kind,
+    ident = {"data_hash": data_hash, "cameras": [camera], "kind": vcfg.kind,
              "image_size": vcfg.image_size, "feature_stride": vcfg.feature_stride, "format": 1}
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     return Path(demos.path) / f"features_{key}.npy"
+
+
+def _camera_features(demos: Demos, model: torch.nn.Module, camera: str, feature_batch: int,
+                     progress: bool) -> torch.Tensor:
+    """fp16 [N, P, C] frozen features of one camera's frames: from the cache, or encoded and cached."""
+    cache = _feature_cache_path(demos, model, camera)
+    if cache is not None and cache.is_file():
+        return torch.from_numpy(np.load(cache))
+    frames = demos.images[camera]
+    feats = []
+    with torch.no_grad():
+        for s in tqdm(range(0, len(demos), feature_batch), desc=f"encode {camera} frames", disable=not progress):
+            arr = np.asarray(frames[s: s + feature_batch])[:, None]  # [n, 1, H, W, 3]
+            img = torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 1, 4, 2, 3)))
+            feats.append(model.vlm.frozen_features(images=img).image.half())
+    out = torch.cat(feats)
+    if cache is not None:
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, out.numpy())
+        os.replace(tmp, cache)  # atomic: concurrent runs never read a half-written cache
+    return out
 
 
 def fit_normalizers(demos: Demos) -> tuple[Normalizer, Normalizer]:
@@ -118,20 +140,8 @@ def build_training_data(demos: Demos, model: torch.nn.Module, chunk: int, camera
     image_features = text_features = images = None
     if probe is not None:
         model.vlm.eval()
-        cache = _feature_cache_path(demos, model, cameras)
-        if cache is not None and cache.is_file():
-            image_features = torch.from_numpy(np.load(cache))
-        else:
-            feats = []
-            with torch.no_grad():
-                for s in tqdm(range(0, n, feature_batch), desc="encode frames", disable=not progress):
-                    rows = slice(s, min(n, s + feature_batch))
-                    feats.append(model.vlm.frozen_features(images=images_at(rows)).image.half())
-            image_features = torch.cat(feats)
-            if cache is not None:
-                tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
-                np.save(tmp, image_features.numpy())
-                os.replace(tmp, cache)  # atomic: concurrent runs never read a half-written cache
+        # Camera-major tokens [cam0 P | cam1 P | ...], the order frozen_features gives for [B, N_cam, ...].
+        image_features = torch.cat([_camera_features(demos, model, c, feature_batch, progress) for c in cameras], 1)
         with torch.no_grad():
             text_features = model.vlm.frozen_features(
                 input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).text.half()
