@@ -229,7 +229,8 @@ class TinyVLM(VLM):
         self.cam_emb = nn.Parameter(torch.randn(cfg.max_cameras, w) * 0.02)
         self.txt_pos = nn.Parameter(torch.randn(cfg.max_text_tokens, w) * 0.02)
         self.trunk = nn.ModuleList(SelfAttentionBlock(w, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
-        self.itm_head = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 1))  # vision-language pretraining head
+        self.itm_head = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 1))  # vision-language pretraining heads:
+        self.point_head = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 2 * w), nn.GELU(), nn.Linear(2 * w, 4))
         self.num_layers = cfg.layers
         self.hidden_size = w
 
@@ -302,6 +303,13 @@ class TinyVLM(VLM):
         return VLMOutput(tuple(hidden), image_mask, lang_mask, pad_mask)
 
 
+def pooled_language(out: VLMOutput) -> Tensor:
+    """[B, W] mean of the last layer's valid language tokens (they have attended to the image tokens):
+    what the tiny VLM's pretraining heads read."""
+    last, lm = out.hidden_states[-1], out.lang_mask.float()
+    return (last * lm[..., None]).sum(1) / lm.sum(1, keepdim=True).clamp_min(1.0)
+
+
 def vl_pretrain_loss(vlm: TinyVLM, images: Tensor | None, captions: list[str] | None,
                      generator: torch.Generator | None = None, labels: Tensor | None = None,
                      frozen: FrozenFeatures | None = None,
@@ -336,9 +344,7 @@ def vl_pretrain_loss(vlm: TinyVLM, images: Tensor | None, captions: list[str] | 
             frozen = FrozenFeatures(frozen.image.to(dev), frozen.text.to(dev))
         out = vlm(None if images is None else images.to(dev), tok["input_ids"].to(dev),
                   tok["attention_mask"].to(dev), frozen=frozen)
-    last, lm = out.hidden_states[-1], out.lang_mask.float()
-    pooled = (last * lm[..., None]).sum(1) / lm.sum(1, keepdim=True).clamp_min(1.0)
-    logits = vlm.itm_head(pooled).squeeze(-1).float()
+    logits = vlm.itm_head(pooled_language(out)).squeeze(-1).float()
     labels = labels.to(logits.device).float()
     loss = F.binary_cross_entropy_with_logits(logits, labels)
     acc = ((logits > 0).float() == labels).float().mean()

@@ -142,9 +142,20 @@ def train(policy: str, suite: str = "tabletop", demos: str | None = None, out: s
             distributed.shutdown()
 
 
+def _load_demos(opts: RecipeOptions, suite: Suite) -> Any:
+    """The --demos set, checked against the suite; a clear error when it was not given."""
+    from apt.training.data import load_demos
+
+    if opts.demos is None:
+        raise BenchError(f"training {opts.policy} needs demonstrations: pass --demos DIR (make them with "
+                         f"`apt-bench demos --suite {suite.name} --out DIR`)")
+    return load_demos(opts.demos, suite=suite.name, suite_version=suite.version)
+
+
 def _train_vlm(opts: RecipeOptions, suite: Suite) -> int:
     from apt.models.vlm import TinyVLM
     from apt.training.trainer import TrainConfig
+    from apt.training.vl_pointing import make_pointing_data
     from apt.training.vl_pretrain import make_vl_dataset, pretrain_vlm
 
     cfg = _model_config(dataclasses.replace(opts, preset=opts.preset or "tiny_pi0"), "pi0", suite).vlm
@@ -152,8 +163,11 @@ def _train_vlm(opts: RecipeOptions, suite: Suite) -> int:
     n_scenes = max(200, opts.steps)  # about one pass over fresh scenes per step budget unit
     t0 = time.perf_counter()
     dataset = make_vl_dataset(suite, n_scenes=n_scenes, seed=opts.seed, image_size=96, vlm=vlm)
+    # Grounding on the demonstrations (vl_pointing) when given; image-text matching alone otherwise.
+    pointing = make_pointing_data(_load_demos(opts, suite), vlm, opts.cameras) if opts.demos else None
     result, metrics = pretrain_vlm(vlm, dataset, TrainConfig(
-        steps=opts.steps, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed, device=opts.device))
+        steps=opts.steps, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed, device=opts.device),
+        pointing=pointing)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in vlm.state_dict().items()
@@ -161,11 +175,16 @@ def _train_vlm(opts: RecipeOptions, suite: Suite) -> int:
     save_file(state, str(out / VLM_FILE))
     record = {"policy": "vlm_tiny", "suite": suite.name, "suite_version": suite.version,
               "vlm": dataclasses.asdict(cfg), "scenes": n_scenes, "metrics": metrics,
+              "demos": opts.demos, "data_hash": pointing.data_hash if pointing else None,
               "train": {"steps": opts.steps, "wall_s": round(time.perf_counter() - t0, 1),
                         "final_loss": result.losses[-1]}}
     (out / "config.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    print(f"vlm_tiny: held-out image-text matching accuracy {metrics.get('heldout_acc', float('nan')):.3f}; "
-          f"wrote {out}")
+    point = metrics.get("pointing")
+    grounding = (f"; held-out pointing error {point['pick_cm']:.1f} cm (pick) / {point['final_cm']:.1f} cm (end), "
+                 f"mean predictor {point['pick_cm_mean_predictor']:.1f} / {point['final_cm_mean_predictor']:.1f}"
+                 if point else "")
+    print(f"vlm_tiny: held-out image-text matching accuracy {metrics.get('heldout_acc', float('nan')):.3f}"
+          f"{grounding}; wrote {out}")
     return 0
 
 
@@ -173,17 +192,13 @@ def _train_policy(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -> 
     from apt.models.policy_model import VLAModel, stage2_from_stage1
     from apt.training.batches import build_training_data, fit_normalizers
     from apt.training.checkpoints import read_meta, save_checkpoint
-    from apt.training.data import load_demos
     from apt.training.trainer import TrainConfig, train_loop
 
-    if opts.demos is None:
-        raise BenchError(f"training {opts.policy} needs demonstrations: pass --demos DIR (make them with "
-                         f"`apt-bench demos --suite {suite.name} --out DIR`)")
     if opts.stage is not None and recipe != "apt":
         raise BenchError(f"--stage applies to apt recipes only, not {opts.policy}")
     if opts.stage == 2 and not opts.init:
         raise BenchError("--stage 2 needs --init STAGE1_CHECKPOINT (the output of --stage 1)")
-    demos = load_demos(opts.demos, suite=suite.name, suite_version=suite.version)
+    demos = _load_demos(opts, suite)
     base = _model_config(opts, arch, suite)
     first_stage = {"apt": "stage1", "baseline": "full"}[recipe]
     if opts.stage == 2:
@@ -266,19 +281,15 @@ def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -
     from apt.training import distributed
     from apt.training.batches import build_training_data, fit_normalizers
     from apt.training.checkpoints import save_checkpoint
-    from apt.training.data import load_demos
     from apt.training.trainer import TrainConfig, train_loop
     from apt.training.vl_data import build_vl_data, discrete_batches, render_scenes
 
-    if opts.demos is None:
-        raise BenchError(f"training {opts.policy} needs demonstrations: pass --demos DIR (make them with "
-                         f"`apt-bench demos --suite {suite.name} --out DIR`)")
     if opts.stage is not None:
         raise BenchError(f"--stage applies to apt recipes only, not {opts.policy}")
     if not 0.0 <= opts.vl_ratio <= 4.0:
         raise BenchError(f"--vl-ratio must be in [0, 4] (VL examples per action example), got {opts.vl_ratio}")
     ctx = distributed.current()
-    demos = load_demos(opts.demos, suite=suite.name, suite_version=suite.version)
+    demos = _load_demos(opts, suite)
     cfg = _discrete_config(opts, suite).replace(ki=recipe == "ki")
     state_norm, action_norm = fit_normalizers(demos)
 

@@ -28,8 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks.base import BenchError, Suite
-from apt.models.vlm import FrozenFeatures, TinyVLM, VLMOutput, vl_pretrain_loss
+from apt.models.vlm import FrozenFeatures, TinyVLM, VLMOutput, pooled_language, vl_pretrain_loss
 from apt.training.trainer import TrainConfig, TrainResult, train_loop
+from apt.training.vl_pointing import PointingData, evaluate_pointing, pointing_loss
 
 VL_PRETRAIN_SEED_BASE = 2_500_000_000
 HELDOUT_OFFSET = 500_000_000  # held-out scene seeds: base + this + ...
@@ -230,32 +231,39 @@ def make_vl_dataset(suite: Suite, n_scenes: int, seed: int = 0, image_size: int 
 # -------------------------------------------------------------------------------------- training
 def itm_logits(vlm: TinyVLM, out: VLMOutput) -> Tensor:
     """The matching logit `vl_pretrain_loss` trains: itm_head on the mean last-layer language token."""
-    last, lm = out.hidden_states[-1], out.lang_mask.float()
-    pooled = (last * lm[..., None]).sum(1) / lm.sum(1, keepdim=True).clamp_min(1.0)
-    return vlm.itm_head(pooled).squeeze(-1).float()
+    return vlm.itm_head(pooled_language(out)).squeeze(-1).float()
 
 
 class ITMObjective(nn.Module):
-    """The VLM under `train_loop`: loss(batch) = image-text matching BCE on explicit labelled pairs."""
+    """The VLM under `train_loop`: loss(batch) = image-text matching BCE on explicit labelled pairs,
+    plus (when the batch carries a "pointing" part) the grounding loss of `vl_pointing`."""
 
-    def __init__(self, vlm: TinyVLM) -> None:
+    def __init__(self, vlm: TinyVLM, pointing_weight: float = 1.0) -> None:
         super().__init__()
         self.vlm = vlm
+        self.pointing_weight = pointing_weight
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         frozen = FrozenFeatures(batch["image_features"], batch["text_features"])
         tokens = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         loss, _ = vl_pretrain_loss(self.vlm, None, None, labels=batch["labels"], frozen=frozen, tokens=tokens)
+        if "pointing" in batch:
+            loss = loss + self.pointing_weight * pointing_loss(self.vlm, batch["pointing"])
         return loss
 
 
-def pair_batches(data: VLDataset, batch_size: int, seed: int) -> Iterator[dict[str, Tensor]]:
-    """Endless seeded batches of whole (true, false) pairs: batch_size // 2 pairs, exactly balanced."""
+def pair_batches(data: VLDataset, batch_size: int, seed: int,
+                 pointing: PointingData | None = None) -> Iterator[dict[str, Tensor]]:
+    """Endless seeded batches of whole (true, false) pairs: batch_size // 2 pairs, exactly balanced;
+    with `pointing`, each batch also carries batch_size demo frames under "pointing"."""
     g = torch.Generator().manual_seed(seed)
     half = max(1, batch_size // 2)
     while True:
         p = torch.randint(0, data.num_pairs, (half,), generator=g)
-        yield data.batch(torch.stack([2 * p, 2 * p + 1], 1).flatten())
+        b = data.batch(torch.stack([2 * p, 2 * p + 1], 1).flatten())
+        if pointing is not None:
+            b["pointing"] = pointing.sample(batch_size, g)
+        yield b
 
 
 @torch.no_grad()
@@ -302,8 +310,10 @@ def evaluate_itm(vlm: TinyVLM, data: VLDataset, batch_size: int = 512, seed: int
 
 
 def pretrain_vlm(vlm: TinyVLM, dataset: VLDataset, cfg: TrainConfig, *, progress: bool = True,
-                 eval_every: int | None = None) -> tuple[TrainResult, dict[str, Any]]:
-    """Train the trunk (projections, trunk, matching head; encoders stay frozen) by image-text matching.
+                 eval_every: int | None = None,
+                 pointing: PointingData | None = None) -> tuple[TrainResult, dict[str, Any]]:
+    """Train the trunk (projections, trunk, heads; encoders stay frozen) by image-text matching and,
+    with `pointing` (demo frames, `vl_pointing`), by pointing at what the instruction refers to.
 
     Returns the loop's TrainResult and metrics: heldout_acc (the number to quote; chance 0.5),
     heldout_acc_before (the untrained trunk), heldout_pair_acc, per-kind / per-edit held-out
@@ -320,6 +330,8 @@ def pretrain_vlm(vlm: TinyVLM, dataset: VLDataset, cfg: TrainConfig, *, progress
     metrics: dict[str, Any] = {"train_scenes": len(dataset.images), "train_pairs": dataset.num_pairs}
     if held is not None:
         metrics["heldout_acc_before"] = evaluate_itm(vlm, held)["acc"]
+    if pointing is not None:
+        metrics["pointing_before"] = evaluate_pointing(vlm, pointing)
     objective = ITMObjective(vlm)
     params = [p for n, p in vlm.named_parameters() if not n.startswith(("text_encoder.", "vision_encoder."))]
     curve: list[tuple[int, float]] = []
@@ -327,14 +339,14 @@ def pretrain_vlm(vlm: TinyVLM, dataset: VLDataset, cfg: TrainConfig, *, progress
         # Several calls of the one loop would restart its LR schedule; run it in one piece and read the
         # curve from a hook on the batch iterator instead (it evaluates the live, non-EMA weights).
         def batches() -> Iterator[dict[str, Tensor]]:
-            for step, b in enumerate(pair_batches(dataset, cfg.batch_size, cfg.seed)):
+            for step, b in enumerate(pair_batches(dataset, cfg.batch_size, cfg.seed, pointing)):
                 if step and step % eval_every == 0:
                     curve.append((step, evaluate_itm(vlm, held)["acc"]))
                     vlm.train()
                 yield b
         it: Iterator[dict[str, Tensor]] = batches()
     else:
-        it = pair_batches(dataset, cfg.batch_size, cfg.seed)
+        it = pair_batches(dataset, cfg.batch_size, cfg.seed, pointing)
     t0 = time.perf_counter()
     result = train_loop(objective, [{"params": params}], it, cfg, desc="vlm_tiny", progress=progress)
     metrics["train_wall_s"] = round(time.perf_counter() - t0, 1)
@@ -346,6 +358,8 @@ def pretrain_vlm(vlm: TinyVLM, dataset: VLDataset, cfg: TrainConfig, *, progress
                         "heldout_acc_shuffled_images": ev["acc_shuffled_images"],
                         "heldout_acc_by_kind": ev["acc_by_kind"], "heldout_acc_by_edit": ev["acc_by_edit"],
                         "heldout_scenes": ev["scenes"], "heldout_pairs": ev["rows"] // 2})
+    if pointing is not None:
+        metrics["pointing"] = evaluate_pointing(vlm, pointing)
     if curve:
         metrics["heldout_curve"] = curve + [(cfg.steps, metrics["heldout_acc"])]
     return result, metrics
