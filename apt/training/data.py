@@ -1,7 +1,7 @@
 """Scripted-expert demonstrations: generation, the on-disk format, and the reader.
 
 This module is the one owner of the demonstration format; training reads demos only through
-`load_demos`.
+`load_demos`, which also reads LIBERO HDF5 and LeRobot datasets (apt/training/demo_formats.py).
 
 On-disk format (a directory, format "apt-bench-demos" version 1)::
 
@@ -517,12 +517,23 @@ def _read(path: Path, meta: dict[str, Any] | None) -> Demos:
 
 
 def load_demos(path: str | Path, suite: str | None = None, suite_version: str | None = None,
-               *, verify: bool = False) -> Demos:
-    """Open a demonstration directory (images memory-mapped, nothing decoded).
+               *, verify: bool = False, **options: Any) -> Demos:
+    """Open a demonstration dataset: an apt-bench directory (images memory-mapped, nothing
+    decoded), or a LIBERO .hdf5 file / directory or a LeRobot v2.x root (decoded into memory by
+    `apt.training.demo_formats`, which `options` configure; see `detect_format`).
 
-    `suite` / `suite_version`, when given, must match what the data was made with. `verify`
+    `suite` / `suite_version`, when given, must match what the data was made with (external data
+    records no suite version; its tasks are checked against the suite's where it can be). `verify`
     recomputes `data_hash` (reads every image once).
     """
+    from apt.training.demo_formats import detect_format, load_external
+
+    fmt = detect_format(path)
+    if fmt != FORMAT:
+        return load_external(path, fmt, suite=suite, **options)
+    if options:
+        raise BenchError(f"{path} is an apt-bench demonstration directory: options "
+                         f"{sorted(options)} apply to LIBERO / LeRobot datasets only")
     path = Path(path)
     make = f"`apt-bench demos --suite {suite or '<suite>'} --out {path}`"
     if not path.is_dir():
