@@ -42,7 +42,7 @@ from apt.models.expert_base import ExpertConfig, attention_geometry
 from apt.models.flow import FlowConfig, euler_sample, flow_matching_loss, sample_time
 from apt.models.layers import RMSNorm, compact_tokens, masked_attention, merge_heads, split_heads
 from apt.models.pi_expert import PiExpert, PiLayer, make_attn_mask
-from apt.models.policy_model import JsonConfig, VLMBacked
+from apt.models.policy_model import _DUMMY_VLM, _QWEN_VLM, _TINY_EXPERT, _TINY_VLM, JsonConfig, VLMBacked
 from apt.models.vlm import VLM, FrozenFeatures, VLMConfig, VLMOutput, build_vlm
 
 
@@ -389,13 +389,6 @@ class DiscreteVLA(VLMBacked):
 
 
 # ---------------------------------------------------------------------------------------- presets
-_DUMMY_VLM = VLMConfig(kind="tiny", pretrained_encoders=False, image_size=32, feature_stride=16, width=32,
-                       layers=2, heads=2, max_text_tokens=16)
-_TINY_VLM = VLMConfig(kind="tiny", pretrained_encoders=True, image_size=96, feature_stride=16, width=128,
-                      layers=4, heads=4, max_text_tokens=24)
-_QWEN_VLM = VLMConfig(kind="hf", name_or_path="Qwen/Qwen3-VL-2B-Instruct", image_size=224, max_text_tokens=48,
-                      dtype="bfloat16")
-
 DISCRETE_PRESETS: dict[str, DiscreteConfig] = {
     # Unit tests / CI: random stand-in encoders, small vocabulary.
     "dummy_discrete": DiscreteConfig(vlm=_DUMMY_VLM, decoder=ExpertConfig(width=32, depth=2, heads=2, mlp_ratio=2.0),
@@ -403,8 +396,8 @@ DISCRETE_PRESETS: dict[str, DiscreteConfig] = {
                                      chunk_len=4, action_dim=4, state_dim=4, action_vocab=320,
                                      max_action_tokens=24),
     # The embedded default (tabletop on CPU): same backbone and expert sizes as tiny_pi0.
-    "tiny_discrete": DiscreteConfig(vlm=_TINY_VLM, decoder=ExpertConfig(width=128, depth=4, heads=4),
-                                    expert=ExpertConfig(width=128, depth=4, heads=4), chunk_len=8,
+    # Decoder and KI expert read the trunk's layer outputs like the tiny pi expert (`_TINY_EXPERT`).
+    "tiny_discrete": DiscreteConfig(vlm=_TINY_VLM, decoder=_TINY_EXPERT, expert=_TINY_EXPERT, chunk_len=8,
                                     action_vocab=1024, max_action_tokens=48),
     # Paper scale: Qwen3-VL-2B + a Gemma-300M-like decoder (and KI expert) over its 28 layers.
     "qwen3vl2b_discrete": DiscreteConfig(
