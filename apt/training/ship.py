@@ -1,0 +1,103 @@
+"""Ship trained checkpoints in the repository: fp16 weights and a manifest saying how each was made.
+
+    python -m apt.training.ship checkpoints/tabletop
+
+Every sub-directory holding a `config.json` and a weights file (`model.safetensors` of a policy,
+`vlm.safetensors` of vlm_tiny) gets its floating-point tensors stored as fp16 (the frozen encoders
+are already left out by training), and `MANIFEST.json` in the folder lists, per checkpoint: the
+sha256 that identifies it in results stores, its size, the training command that regenerates it,
+the data hash and the wall time. Loading casts fp16 back to the model's dtype (`load_weights`).
+Why: users run the main job right after install, without training for an hour first, and the
+repository must stay small (target <= 8 MB per checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from benchmarks.base import BenchError
+from apt.training.checkpoints import CONFIG_FILE, WEIGHTS_FILE, checkpoint_sha256
+
+VLM_WEIGHTS_FILE = "vlm.safetensors"
+MANIFEST_FILE = "MANIFEST.json"
+
+
+def to_dtype(weights: Path, dtype: torch.dtype = torch.float16) -> bool:
+    """Rewrite a safetensors file with its floating tensors in `dtype`; False if it already was."""
+    state = load_file(str(weights))
+    if all(not t.is_floating_point() or t.dtype == dtype for t in state.values()):
+        return False
+    save_file({k: (t.to(dtype) if t.is_floating_point() else t).contiguous() for k, t in state.items()},
+              str(weights))
+    return True
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def training_command(config: dict[str, Any], out: str) -> str:
+    """The `apt-bench train` call that regenerates a checkpoint, from what its config records."""
+    recipe = config.get("recipe", {})
+    if config.get("policy") == "vlm_tiny":
+        train = config.get("train", {})
+        parts = ["apt-bench train --policy vlm_tiny", f"--demos {config.get('demos') or 'demos/tabletop'}",
+                 f"--steps {train.get('steps')}"]
+        return " ".join(parts + [f"--out {out}"])
+    parts = [f"apt-bench train --policy {config['policy']}", f"--suite {config['suite']}",
+             f"--demos {recipe.get('demos') or 'demos/' + config['suite']}", f"--steps {recipe.get('steps')}",
+             f"--batch-size {recipe.get('batch_size')}", f"--lr {recipe.get('lr')}", f"--seed {recipe.get('seed')}"]
+    parts.append("--cameras " + " ".join(config.get("observation_spec", {}).get("cameras") or ["front"]))
+    vlm = recipe.get("vlm_init")
+    parts.append(f"--vlm {vlm}" if vlm and vlm != "random" else "--vlm none")
+    return " ".join(parts + ["--threads 1", f"--out {out}"])
+
+
+def ship(folder: str | Path, dtype: torch.dtype = torch.float16) -> dict[str, Any]:
+    """Convert every checkpoint under `folder` to `dtype` and write its MANIFEST.json; returns it."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise BenchError(f"{root} is not a directory of checkpoints")
+    entries: dict[str, Any] = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        weights = next((d / f for f in (WEIGHTS_FILE, VLM_WEIGHTS_FILE) if (d / f).is_file()), None)
+        if weights is None or not (d / CONFIG_FILE).is_file():
+            continue
+        to_dtype(weights, dtype)
+        config = json.loads((d / CONFIG_FILE).read_text())
+        train = config.get("train", {})
+        entries[d.name] = {
+            "policy": config.get("policy"),
+            "sha256": checkpoint_sha256(d) if weights.name == WEIGHTS_FILE else _file_sha256(weights),
+            "weights": weights.name, "dtype": str(dtype).replace("torch.", ""),
+            "size_bytes": weights.stat().st_size,
+            "command": training_command(config, str(d)),
+            "data_hash": config.get("data_hash"),
+            "wall_s": train.get("wall_s"),
+        }
+    if not entries:
+        raise BenchError(f"no checkpoints (config.json + weights) under {root}")
+    manifest = {"folder": str(root), "checkpoints": entries}
+    (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", help="directory whose sub-directories are checkpoints")
+    args = ap.parse_args(argv)
+    m = ship(args.folder)
+    for name, e in m["checkpoints"].items():
+        print(f"{name}: {e['size_bytes'] / 1e6:.1f} MB {e['dtype']} sha256 {e['sha256'][:12]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""Shipping checkpoints: fp16 weights, a manifest whose sha256 is the store identity, same actions."""
+
+import json
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from apt.cli import main
+from apt.training.checkpoints import checkpoint_sha256, load_policy
+from apt.training.ship import MANIFEST_FILE, ship
+
+
+def test_ship_converts_to_fp16_and_manifest_identifies_the_checkpoint(tmp_path, demos_dir, suite):
+    out = tmp_path / "ck" / "apt_pi0"
+    assert main(["train", "--policy", "apt_pi0", "--demos", str(demos_dir), "--out", str(out), "--steps", "4",
+                 "--batch-size", "4", "--preset", "dummy_pi0", "--vlm", "none"]) == 0
+    obs = {"images": {"front": np.full((32, 32, 3), 90, np.uint8)}, "state": np.zeros(4, np.float32),
+           "instruction": "put the red block in the bowl"}
+    torch.manual_seed(0)
+    before = load_policy(out, suite).act([obs])
+    size32 = (out / "model.safetensors").stat().st_size
+    manifest = ship(tmp_path / "ck")
+    state = load_file(str(out / "model.safetensors"))
+    assert all(t.dtype == torch.float16 for t in state.values() if t.is_floating_point())
+    assert (out / "model.safetensors").stat().st_size < 0.6 * size32
+    entry = manifest["checkpoints"]["apt_pi0"]
+    assert entry["sha256"] == checkpoint_sha256(out) and entry["dtype"] == "float16"
+    assert entry["command"].startswith("apt-bench train --policy apt_pi0 --suite tabletop") and "--steps 4" in entry["command"]
+    assert json.loads((tmp_path / "ck" / MANIFEST_FILE).read_text()) == manifest
+    torch.manual_seed(0)
+    after = load_policy(out, suite).act([obs])
+    assert np.allclose(before, after, atol=2e-2), np.abs(before - after).max()
+    assert ship(tmp_path / "ck")["checkpoints"]["apt_pi0"]["sha256"] == entry["sha256"]  # idempotent
