@@ -114,8 +114,10 @@ class LearnedPolicy:
         except (ValueError, TypeError, KeyError) as err:
             raise BenchError(f"checkpoint {path}: model config does not parse ({err})") from None
         load_weights(path, model, meta)
+        # Execute the first half of each chunk, then re-plan from the new observation: chunks are
+        # predicted open loop, and their second half is the least certain (pi0 on LIBERO: 5 of 10).
         spec = PolicySpec(action=action_spec_from(meta), observation=observation_spec_from(meta),
-                          chunk=model.cfg.chunk_len)
+                          chunk=model.cfg.chunk_len, replan=max(1, model.cfg.chunk_len // 2))
         return cls(model.to(dev), spec, Normalizer.from_dict(meta.norm["state"]),
                    Normalizer.from_dict(meta.norm["action"]), device=str(dev), seed=seed,
                    policy_id=meta.policy, checkpoint_sha256=checkpoint_sha256(path))

@@ -69,6 +69,9 @@ class PolicySpec:
     action: ActionSpec
     observation: ObservationSpec
     chunk: int = 1  # action steps returned per call (H in float32[B, H, A])
+    # Actions of each chunk to execute before asking again (receding horizon, as openpi's
+    # replan_steps); None = the whole chunk. `apt-bench run --replan-steps` overrides it.
+    replan: int | None = None
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,15 @@ def test_work_list_is_paired_and_deterministic(splits):
     assert list(runner.plan_run(policy="oracle", split=str(copy), suite=STUB, episodes=4, seed=10)[4]) == list(seen)
 
 
+def test_other_rollout_settings_are_other_episodes(splits):
+    """Replan steps / step limit are part of an episode's identity: never reused across protocols."""
+    plan = lambda **kw: runner.plan_run(policy="oracle", split=str(splits["seen"]), suite=STUB,  # noqa: E731
+                                        episodes=2, seed=0, **kw)[4]
+    base = plan()
+    assert list(plan()) == list(base)
+    assert not set(plan(max_steps=5)) & set(base)
+
+
 def test_rerun_skips_done_episodes(tmp_path, splits, capsys):
     store = tmp_path / "r.sqlite"
     assert runner.run(policy="oracle", split=str(splits["seen"]), suite=STUB, episodes=2, workers=0,

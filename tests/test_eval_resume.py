@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from apt.eval import runner  # noqa: E402
 from apt.eval.store import episode_key, sha256_text  # noqa: E402
 from tests import stub_suite as stub  # noqa: E402
 
@@ -58,7 +59,10 @@ def test_sigkill_then_rerun_gives_exactly_the_expected_keys(tmp_path):
     assert f"{killed_at} already stored, {3 * EPISODES - killed_at} to run" in rerun.stderr
 
     file_sha = hashlib.sha256(split.read_bytes()).hexdigest()
-    expected = {episode_key("oracle", "", "stub", "1", task, f"sha256:{file_sha}", eid, sha256_text(text), seed)
+    protocol = runner.protocol_key(runner.plan_run(policy="oracle", split=str(split), suite=cmd[cmd.index("--suite") + 1],
+                                                   episodes=EPISODES)[3].settings)
+    expected = {episode_key("oracle", "", "stub", "1", task, f"sha256:{file_sha}", eid, sha256_text(text), seed,
+                            protocol)
                 for eid, task, text, _ in stub.SPLIT_ENTRIES["seen"] for seed in range(EPISODES)}
     with sqlite3.connect(db) as conn:
         keys = [r[0] for r in conn.execute("SELECT key FROM episodes")]

@@ -83,6 +83,12 @@ def _split_key(split_arg: str, iset: Any) -> str:
     return f"sha256:{iset.sha256}" if is_file else iset.split
 
 
+def protocol_key(settings: Any) -> str:
+    """Canonical JSON of the rollout settings that change outcomes (part of every episode key)."""
+    return json.dumps({"replan_steps": settings.replan_steps, "image_size": settings.image_size,
+                       "cameras": list(settings.cameras), "max_steps": settings.max_steps}, sort_keys=True)
+
+
 def plan_run(*, policy: str, split: str, suite: str = "tabletop", episodes: int | None = None,
              seed: int = 0, image_size: int | None = None, replan_steps: int | None = None,
              device: str = "cpu", video_dir: str | None = None, max_steps: int | None = None):
@@ -103,7 +109,7 @@ def plan_run(*, policy: str, split: str, suite: str = "tabletop", episodes: int 
     cameras = tuple(pol.spec.observation.cameras)
     if video_dir and not cameras:  # render one camera for the video even if the policy needs none
         cameras = tuple(suite_obj.observation_spec.cameras[:1])
-    settings = Settings(replan_steps=replan_steps or pol.spec.chunk,
+    settings = Settings(replan_steps=replan_steps or pol.spec.replan or pol.spec.chunk,
                         image_size=image_size or pol.spec.observation.image_size,
                         cameras=cameras, max_steps=max_steps)
     # Workers rebuild the policy by name; a checkpoint path must not depend on their working directory.
@@ -114,13 +120,14 @@ def plan_run(*, policy: str, split: str, suite: str = "tabletop", episodes: int 
     ckpt = str(getattr(pol, "checkpoint_sha256", "") or "")
     split_key = _split_key(split, iset)
     n = episodes or QUICK_EPISODES
+    protocol = protocol_key(settings)
     records: dict[str, tuple[fanout.WorkItem, dict[str, Any]]] = {}
     for i in range(n):
         for e in iset.entries:
             ep_seed = seed + i
             isha = sha256_text(e.instruction)
             key = episode_key(policy_id, ckpt, suite_obj.name, suite_obj.version, e.task_id, split_key,
-                              e.id, isha, ep_seed)
+                              e.id, isha, ep_seed, protocol)
             item = fanout.WorkItem(key=key, task_id=e.task_id, instruction=e.instruction, seed=ep_seed,
                                    max_steps=max_steps or tasks[e.task_id].max_steps)
             meta = dict(policy_id=policy_id, checkpoint_sha256=ckpt, suite=suite_obj.name,

@@ -34,10 +34,15 @@ def sha256_text(text: str) -> str:
 
 
 def episode_key(policy_id: str, checkpoint_sha256: str, suite: str, suite_version: str, task_id: str,
-                split_key: str, instruction_id: str, instruction_sha256: str, seed: int) -> str:
-    """sha256 of the episode identity (a canonical JSON list, so no field can bleed into another)."""
+                split_key: str, instruction_id: str, instruction_sha256: str, seed: int, protocol: str = "") -> str:
+    """sha256 of the episode identity (a canonical JSON list, so no field can bleed into another).
+
+    `protocol` (canonical JSON of the rollout settings that change outcomes: replan steps, image
+    size, cameras, step limit) is part of the identity, so a re-run with other settings runs its
+    own episodes instead of silently reusing the old ones.
+    """
     ident = [policy_id, checkpoint_sha256, suite, str(suite_version), task_id, split_key,
-             instruction_id, instruction_sha256, int(seed)]
+             instruction_id, instruction_sha256, int(seed)] + ([protocol] if protocol else [])
     return sha256_text(json.dumps(ident, ensure_ascii=False, separators=(",", ":")))
 
 
