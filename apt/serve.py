@@ -65,6 +65,7 @@ class PolicyServer:
             "action_spec": {k: getattr(spec.action, k) for k in spec.action.__dataclass_fields__},
             "action_dim": spec.action.dim,
             "action_horizon": spec.chunk,
+            "replan_steps": spec.replan,  # the policy's own receding horizon (None: the whole chunk)
             "cameras": list(spec.observation.cameras),
             "state_dim": spec.observation.state_dim,
             "image_size": spec.observation.image_size,

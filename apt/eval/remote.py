@@ -444,7 +444,9 @@ class RemotePolicy:
             obs = ObservationSpec(cameras=cameras,
                                   state_dim=int(meta.get("state_dim", suite.observation_spec.state_dim)),
                                   image_size=int(meta.get("image_size", suite.observation_spec.image_size)))
-            return PolicySpec(action=action, observation=obs, chunk=int(meta.get("action_horizon", 1)))
+            replan = meta.get("replan_steps")  # openpi servers do not send it: execute whole chunks
+            return PolicySpec(action=action, observation=obs, chunk=int(meta.get("action_horizon", 1)),
+                              replan=int(replan) if replan else None)
         except BenchError as err:
             raise BenchError(f"{where}: {err}") from None
         except (TypeError, ValueError) as err:
