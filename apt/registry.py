@@ -42,6 +42,8 @@ SUITES: dict[str, Entry] = _table(
     Entry("libero_object", "benchmarks.libero:libero_object", "LIBERO-Object: which grocery item into the basket"),
     Entry("libero_10", "benchmarks.libero:libero_10", "LIBERO-10 (LIBERO-Long): two-step tasks"),
     Entry("libero_90", "benchmarks.libero:libero_90", "LIBERO-90 (listed; no instruction sets)"),
+    Entry("simpler", "benchmarks.simpler:simpler",
+          "SimplerEnv Bridge (WidowX) tasks on ManiSkill3 (needs the [simpler] extra)"),
 )
 
 # Reference policies (not learned). Learned ones come from checkpoint directories.

@@ -156,3 +156,14 @@ def check_compatible(suite_action: ActionSpec, suite_obs: ObservationSpec, polic
     if problems:
         raise SpecMismatch("policy and suite do not match: " + "; ".join(problems)
                            + ". Use a policy trained for this suite, or adapt its spec.")
+
+
+def checked_action(action: Any, dim: int, layout: str, dtype: Any = np.float32) -> np.ndarray:
+    """An env's action as a flat `dtype` array of `dim` finite numbers, or one clear BenchError
+    naming the expected layout (e.g. "tabletop actions are float[4] (dx, dy, dz, gripper)")."""
+    a = np.asarray(action, dtype=dtype).reshape(-1)
+    if a.shape != (dim,):
+        raise BenchError(f"{layout}, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise BenchError(f"non-finite action {a}")
+    return a

@@ -1,10 +1,12 @@
-"""`python -m benchmarks.libero {variants,pro-splits}`: list LIBERO(-PRO) suites; (re)write the
-`pro_language` instruction sets from the installed LIBERO-PRO BDDL files."""
+"""`python -m benchmarks.libero {variants,pro-splits,compositional}`: list LIBERO(-PRO) suites; (re)write
+the `pro_language` instruction sets from the installed LIBERO-PRO BDDL files; (re)write (`--check`:
+compare) the LIBERO-Goal compositional BDDL files (benchmarks/libero/compositional.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from benchmarks.libero import PRO_LANGUAGE_SUITES, pro_language_entries, variants
@@ -30,8 +32,13 @@ def render_split(base: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compositional"]:
+        from benchmarks.libero import compositional
+
+        sys.exit(compositional.main(argv[1:]))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=("variants", "pro-splits"))
+    ap.add_argument("command", choices=("variants", "pro-splits", "compositional"))
     ap.add_argument("--base", default=None, help="suite family, e.g. libero_goal")
     args = ap.parse_args(argv)
     if args.command == "variants":

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.base import BenchError, Observation
+from benchmarks.base import BenchError, Observation, checked_action
 from benchmarks.libero.protocol import LiberoProtocol
 
 # Our camera names -> robosuite's.
@@ -125,12 +125,8 @@ class LiberoEnv:
     def step(self, action: np.ndarray) -> tuple[Observation, bool, dict[str, Any]]:
         if not self._ready:
             raise BenchError("LiberoEnv.step called before reset")
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
-        if a.shape != (ACTION_DIM,):
-            raise BenchError(f"LIBERO actions are float[{ACTION_DIM}] (dx, dy, dz, drx, dry, drz, "
-                             f"gripper), got shape {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise BenchError(f"non-finite action {a}")
+        a = checked_action(action, ACTION_DIM, f"LIBERO actions are float[{ACTION_DIM}] (dx, dy, dz, drx, dry, "
+                           "drz, gripper)", dtype=np.float64)
         raw, reward, _, _ = self._env.step(a)
         success = bool(self._env.check_success())
         return self._obs(raw), success, {"success": success, "reward": float(reward)}

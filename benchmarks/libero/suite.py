@@ -1,9 +1,10 @@
 """LiberoSuite: a LIBERO benchmark (libero_goal, libero_spatial, ...) behind `benchmarks.base.Suite`.
 
 Task ids are "<benchmark>/<index>" in LIBERO's task order 0 (the order every paper uses), e.g.
-"libero_goal/0" = "open the middle drawer of the cabinet". Importing this module imports no
-simulator; `tasks()` reads the benchmark's task table and BDDL files (no robosuite); `make_env`
-builds the simulator in the calling process.
+"libero_goal/0" = "open the middle drawer of the cabinet". libero_goal also lists held-out goals
+"libero_goal/comp-<name>" (train=False; generated BDDL files, see compositional.py). Importing this
+module imports no simulator; `tasks()` reads the benchmark's task table and BDDL files (no
+robosuite); `make_env` builds the simulator in the calling process.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.base import ActionSpec, BenchError, ObservationSpec, TaskSpec
+from benchmarks.libero import compositional as compositional_goals
 from benchmarks.libero import stack
 from benchmarks.libero.bddl import BddlTask, read_bddl
 from benchmarks.libero.env import ACTION_DIM, CAMERAS, STATE_DIM, LiberoEnv
@@ -39,12 +41,13 @@ class LiberoSuite:
       libero_object, libero_10, libero_90, and LIBERO-PRO variants such as libero_goal_lan).
     preset: "openpi" or "lerobot" (see protocol.py), or a LiberoProtocol.
     control: "delta" (the LIBERO datasets' convention) or "absolute" eef targets.
+    compositional: for libero_goal, list the held-out goals of compositional.py after the ten.
     The suite version is "<adapter>-<preset>[-absolute]", so episodes run under different
     protocols never share a results-store key.
     """
 
     def __init__(self, benchmark: str = "libero_goal", preset: str | LiberoProtocol = "openpi",
-                 control: str = "delta"):
+                 control: str = "delta", compositional: bool = True):
         if control not in CONTROL_MODES:
             raise BenchError(f"unknown LIBERO control mode {control!r}; use one of {CONTROL_MODES}")
         self.name = benchmark
@@ -56,10 +59,13 @@ class LiberoSuite:
                                                 image_size=self.preset.image_size)
         self._bench: Any = None
         self._tasks: list[TaskSpec] | None = None
+        # libero_goal only: also list the held-out compositional goals (train=False).
+        self._compositional = compositional and benchmark == compositional_goals.BENCHMARK
 
     # --- Suite protocol ------------------------------------------------------------------------
     def tasks(self) -> list[TaskSpec]:
-        """The benchmark's tasks; instruction = LIBERO's canonical `task.language`."""
+        """The benchmark's tasks; instruction = LIBERO's canonical `task.language`. For libero_goal
+        (unless compositional=False) the held-out compositional goals follow the ten, train=False."""
         if self._tasks is None:
             bench = self._benchmark()
             bddls = [self._bddl(i) for i in range(bench.get_num_tasks())]
@@ -80,6 +86,16 @@ class LiberoSuite:
                 tasks.append(TaskSpec(task_id=f"{self.name}/{i}", instruction=canonical,
                                       max_steps=self.preset.max_steps_for(self.name),
                                       attributes=attrs, train=True))
+            if self._compositional:  # held-out goals in the same scene (compositional.py)
+                for g in compositional_goals.GOALS:
+                    b = read_bddl(compositional_goals.BDDL_DIR / g.file_name)
+                    attrs = b.attributes()
+                    attrs.update(scene=tasks[g.init_from].attributes["scene"],
+                                 verb=g.instruction.split()[0], name=g.file_name[:-5],
+                                 bddl_language=b.language, init_states_from=f"{self.name}/{g.init_from}")
+                    tasks.append(TaskSpec(task_id=g.task_id, instruction=g.instruction,
+                                          max_steps=self.preset.max_steps_for(self.name),
+                                          attributes=attrs, train=False))
             self._tasks = tasks
         return list(self._tasks)
 
@@ -90,7 +106,7 @@ class LiberoSuite:
         image_size None -> the preset's (224 openpi, 256 lerobot); cameras None -> the preset's
         ("agentview", "wrist"); () -> nothing rendered, no GL context.
         """
-        index = self._index(task_id)
+        task, bddl_path = self._task_and_file(task_id)
         cams = self.preset.cameras if cameras is None else tuple(cameras)
         unknown = [c for c in cams if c not in CAMERAS]
         if unknown:
@@ -98,8 +114,7 @@ class LiberoSuite:
         size = self.preset.image_size if image_size is None else image_size
         if cams and (not isinstance(size, (int, np.integer)) or size <= 0):
             raise BenchError(f"image_size must be a positive integer number of pixels, got {size!r}")
-        task = self.tasks()[index]
-        return LiberoEnv(task_id=task_id, bddl_path=str(self._bddl(index).path),
+        return LiberoEnv(task_id=task_id, bddl_path=str(bddl_path),
                          canonical_instruction=task.instruction,
                          init_states=self.init_states(task_id), protocol=self.preset,
                          image_size=int(size), cameras=cams, control=self.control)
@@ -119,7 +134,10 @@ class LiberoSuite:
                 **_stack_versions()}
 
     def init_states(self, task_id: str) -> np.ndarray:
-        """float64[N, D] fixed init states of the task (N = 50 for the standard suites)."""
+        """float64[N, D] fixed init states of the task (N = 50 for the standard suites).
+
+        A compositional task reuses those of the LIBERO-Goal task named by its `init_from` (init
+        states are states of the scene layout, which all LIBERO-Goal tasks share)."""
         index = self._index(task_id)
         try:
             states = np.asarray(self._benchmark().get_task_init_states(index))
@@ -154,12 +172,25 @@ class LiberoSuite:
         return read_bddl(path)
 
     def _index(self, task_id: str) -> int:
+        """The LIBERO task index of `task_id` (for a compositional task: its init states' source)."""
+        if self._compositional and task_id in compositional_goals.BY_ID:
+            return compositional_goals.BY_ID[task_id].init_from
         prefix, _, idx = task_id.rpartition("/")
         n = self._benchmark().get_num_tasks()
         if prefix != self.name or not idx.isdigit() or not 0 <= int(idx) < n:
+            more = (f", {compositional_goals.ID_PREFIX}<name> for the held-out goals "
+                    f"({', '.join(g.name for g in compositional_goals.GOALS)})"
+                    if self._compositional else "")
             raise BenchError(f"unknown task id {task_id!r} for suite {self.name!r}; ids are "
-                             f"{self.name}/0 .. {self.name}/{n - 1}")
+                             f"{self.name}/0 .. {self.name}/{n - 1}{more}")
         return int(idx)
+
+    def _task_and_file(self, task_id: str) -> tuple[TaskSpec, Path]:
+        index = self._index(task_id)
+        if self._compositional and task_id in compositional_goals.BY_ID:
+            return (next(t for t in self.tasks() if t.task_id == task_id),
+                    compositional_goals.bddl_path(task_id))
+        return self.tasks()[index], self._bddl(index).path
 
 
 def _named_scene(task_name: str) -> str | None:
@@ -237,7 +268,7 @@ def pro_language_entries(base: str) -> list[dict[str, str]]:
         raise BenchError(f"LIBERO-PRO language variant {lan!r} is not available in the installed "
                          f"{stack.distribution()}: {status or 'not registered'}")
     base_suite, lan_suite = LiberoSuite(base), LiberoSuite(lan)
-    base_tasks = base_suite.tasks()
+    base_tasks = [t for t in base_suite.tasks() if t.train]  # not the compositional goals
     lan_tasks = lan_suite.tasks()
     texts = lan_suite.bddl_instructions()
     entries = []

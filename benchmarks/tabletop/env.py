@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from benchmarks.base import BenchError, Observation
+from benchmarks.base import BenchError, Observation, checked_action
 from benchmarks.tabletop import scene
 from benchmarks.tabletop.render import get_renderer, import_mujoco
 from benchmarks.tabletop.tasks import OBJECTS, RECEPTACLES, parse_task_id
@@ -112,11 +112,8 @@ class TabletopEnv:
     def step(self, action: np.ndarray) -> tuple[Observation, bool, dict[str, Any]]:
         if self.layout is None:
             raise BenchError("TabletopEnv.step called before reset")
-        a = np.clip(np.asarray(action, dtype=float).reshape(-1), -1.0, 1.0)
-        if a.shape != (ACTION_DIM,):
-            raise BenchError(f"tabletop actions are float[{ACTION_DIM}] (dx, dy, dz, gripper), got shape {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise BenchError(f"non-finite action {a}")
+        a = np.clip(checked_action(action, ACTION_DIM, f"tabletop actions are float[{ACTION_DIM}] (dx, dy, dz, "
+                                   "gripper)", dtype=float), -1.0, 1.0)
         mj, m, d = self._mj, self.model, self.data
         start = self._target
         self._target = np.clip(start + a[:3] * XYZ_STEP, WORKSPACE_LO, WORKSPACE_HI)

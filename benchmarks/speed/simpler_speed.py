@@ -1,0 +1,54 @@
+"""SimplerEnv (ManiSkill3 Bridge) env speed, serial loop, one process: make / reset / step per task.
+
+Measured in one run, so the per-task ratios are meaningful on any machine. On CPU, SAPIEN renders
+the 640x480 third-person camera through lavapipe every step (the Bridge tasks support only
+obs_mode "rgb+segmentation"), so `cameras=()` saves only the resize. The parallel-workers
+comparison goes through the engine (`apt-bench run --suite simpler --workers 2`).
+Run: `python -m benchmarks.speed.simpler_speed [--steps N] [--size 224]` with MS_ASSET_DIR set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def measure(task_id: str, size: int, steps: int) -> dict[str, float]:
+    from benchmarks.simpler import SimplerSuite
+
+    t = time.perf_counter()
+    env = SimplerSuite().make_env(task_id, image_size=size)
+    make_s = time.perf_counter() - t
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-0.02, 0.02, (steps, 7)).astype(np.float32)
+    t = time.perf_counter()
+    env.reset(seed=0)
+    reset_s = time.perf_counter() - t
+    env.step(actions[0])  # warm-up
+    t = time.perf_counter()
+    for a in actions:
+        env.step(a)
+    step_s = (time.perf_counter() - t) / steps
+    env.close()
+    return {"make_s": make_s, "reset_s": reset_s, "step_ms": step_s * 1e3, "steps_per_s": 1 / step_s}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.simpler import BRIDGE_TASKS
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--size", type=int, default=224)
+    args = ap.parse_args(argv)
+    print(f"{'task':32s} {'make s':>7s} {'reset s':>8s} {'step ms':>8s} {'steps/s':>8s}")
+    for task in BRIDGE_TASKS:
+        r = measure(task.task_id, args.size, args.steps)
+        print(f"{task.task_id:32s} {r['make_s']:7.2f} {r['reset_s']:8.3f} {r['step_ms']:8.1f} "
+              f"{r['steps_per_s']:8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
