@@ -3,7 +3,6 @@ instruction provenance, LIBERO-PRO splits, and the error when LIBERO is missing.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks.base import BenchError, Env, Suite
+from conftest import assert_imports_lazily
 
 REPO = Path(__file__).resolve().parent.parent
 SETS = REPO / "instruction_sets" / "libero"
@@ -32,10 +32,8 @@ needs_libero = pytest.mark.skipif(not HAVE_LIBERO, reason="LIBERO is not importa
 
 
 def test_import_is_lazy():
-    code = ("import sys, benchmarks.libero as L; L.LiberoSuite('libero_goal'); "
-            "bad = [m for m in ('libero', 'robosuite', 'mujoco') if m in sys.modules]; "
-            "assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    assert_imports_lazily("import benchmarks.libero as L; L.LiberoSuite('libero_goal')",
+                          ("libero", "robosuite", "mujoco"))
 
 
 def test_missing_libero_names_the_install_command(monkeypatch):
@@ -232,17 +230,10 @@ def test_pro_task_suite_instruction_is_the_new_goal():
 
 @needs_libero
 @pytest.mark.slow
-def test_random_policy_runs_one_episode_per_goal_task_through_the_engine(tmp_path, capsys):
+def test_random_policy_runs_one_episode_per_goal_task_through_the_engine(run_episodes):
     """`apt-bench run --suite libero --policy random`: every LIBERO-Goal task runs one full episode."""
-    import sqlite3
-
-    from apt.cli import main
-
-    store = tmp_path / "libero.sqlite"
-    assert main(["run", "--suite", "libero", "--policy", "random", "--split", "seen", "--episodes", "1",
-                 "--workers", "0", "--store", str(store)]) == 0
-    assert "ALL" in capsys.readouterr().out
-    with sqlite3.connect(store) as conn:
-        rows = conn.execute("SELECT task_id, suite, error, steps, instruction FROM episodes").fetchall()
-    assert sorted(r[0] for r in rows) == [f"libero_goal/{i}" for i in range(10)]
-    assert all(r[1] == "libero_goal" and r[2] == "" and r[3] > 0 and r[4] for r in rows)
+    df, out = run_episodes("--suite", "libero", "--policy", "random", "--split", "seen", "--episodes", "1")
+    assert "ALL" in out
+    assert sorted(df["task_id"]) == [f"libero_goal/{i}" for i in range(10)]
+    assert ((df["suite"] == "libero_goal") & (df["error"] == "") & (df["steps"] > 0)
+            & (df["instruction"] != "")).all()

@@ -9,7 +9,6 @@ assets; the shared offline copy is used when MS_ASSET_DIR is unset (../shared/si
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from benchmarks.base import BenchError, Env, Suite
+from conftest import assert_imports_lazily
 
 REPO = Path(__file__).resolve().parent.parent
 SETS = REPO / "instruction_sets" / "simpler"
@@ -60,10 +60,8 @@ def suite():
 
 
 def test_import_is_lazy():
-    code = ("import sys, benchmarks.simpler as S; s = S.SimplerSuite(); s.tasks(); "
-            "bad = [m for m in ('mani_skill', 'sapien', 'gymnasium', 'torch') if m in sys.modules]; "
-            "assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    assert_imports_lazily("import benchmarks.simpler as S; s = S.SimplerSuite(); s.tasks()",
+                          ("mani_skill", "sapien", "gymnasium", "torch"))
 
 
 def test_tasks_and_specs(suite):
@@ -213,41 +211,24 @@ def test_expert_solves_each_task(suite, task_id):
 
 @needs_sim
 @pytest.mark.slow
-def test_random_policy_paraphrased_end_to_end(tmp_path, capsys):
+def test_random_policy_paraphrased_end_to_end(run_episodes):
     """`apt-bench run --suite simpler --policy random --split paraphrased --episodes 1`: every entry
     runs one full episode, and the stored instruction is the split's text."""
-    import sqlite3
-
-    from apt.cli import main
     from apt.splits import load_instruction_set
 
-    store = tmp_path / "simpler.sqlite"
-    assert main(["run", "--suite", "simpler", "--policy", "random", "--split", "paraphrased",
-                 "--episodes", "1", "--workers", "0", "--store", str(store)]) == 0
-    assert "ALL" in capsys.readouterr().out
-    with sqlite3.connect(store) as conn:
-        rows = conn.execute("SELECT task_id, suite, error, steps, instruction_id, instruction "
-                            "FROM episodes").fetchall()
+    df, out = run_episodes("--suite", "simpler", "--policy", "random", "--split", "paraphrased", "--episodes", "1")
+    assert "ALL" in out
     para = {e.id: e.instruction for e in load_instruction_set(SETS / "paraphrased.yaml").entries}
-    assert len(rows) == len(para)
-    max_steps = {"widowx_put_eggplant_in_basket": 120}
-    assert all(r[1] == "simpler" and r[2] == "" and 0 < r[3] <= max_steps.get(r[0], 60) for r in rows)
-    assert all(para[r[4]] == r[5] for r in rows)
+    assert len(df) == len(para)
+    limit = df["task_id"].map({"widowx_put_eggplant_in_basket": 120}).fillna(60)
+    assert ((df["suite"] == "simpler") & (df["error"] == "") & (df["steps"] > 0) & (df["steps"] <= limit)).all()
+    assert (df["instruction_id"].map(para) == df["instruction"]).all()
 
 
 @needs_sim
 @pytest.mark.slow
-def test_oracle_through_the_engine(tmp_path, capsys):
+def test_oracle_through_the_engine(run_episodes):
     """`apt-bench run --suite simpler --policy oracle --split seen`: the expert through the engine."""
-    import sqlite3
-
-    from apt.cli import main
-
-    store = tmp_path / "oracle.sqlite"
-    assert main(["run", "--suite", "simpler", "--policy", "oracle", "--split", "seen", "--episodes", "1",
-                 "--workers", "0", "--store", str(store)]) == 0
-    capsys.readouterr()
-    with sqlite3.connect(store) as conn:
-        rows = conn.execute("SELECT task_id, success, error FROM episodes").fetchall()
-    assert sorted(r[0] for r in rows) == sorted(TASKS)
-    assert all(r[1] == 1 and r[2] == "" for r in rows)
+    df, _ = run_episodes("--suite", "simpler", "--policy", "oracle", "--split", "seen", "--episodes", "1")
+    assert sorted(df["task_id"]) == sorted(TASKS)
+    assert (df["success"] & (df["error"] == "")).all()

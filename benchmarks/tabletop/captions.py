@@ -138,27 +138,29 @@ def _positions(priv: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
+def _left_of(dx: float, du: float, margin: float) -> bool | None:
+    """Left (True) / right (False) when the world x offset and the front image's x offset agree by a
+    clear margin; None when either is too small to say."""
+    if dx < -margin and du < -IMAGE_MARGIN:
+        return True
+    if dx > margin and du > IMAGE_MARGIN:
+        return False
+    return None
+
+
 def evaluate(st: Statement, priv: Mapping[str, Any]) -> bool | None:
     """True / False / None (unclear) for a statement in the scene `priv` (an `obs["privileged"]`)."""
     pos = _positions(priv)
     held = {c: bool(h) for c, h in priv["held"].items()}
-    if st.kind == "position":
+    if st.kind in ("position", "side"):
         a = pos[st.subject]
-        if a[0] < -POSITION_MARGIN and image_x(a) < -IMAGE_MARGIN:
-            left = True
-        elif a[0] > POSITION_MARGIN and image_x(a) > IMAGE_MARGIN:
-            left = False
-        else:
-            return None
-        return left if st.relation == "left" else not left
-    if st.kind == "side":
-        a, b = pos[st.subject], pos[st.obj]
-        dx, du = a[0] - b[0], image_x(a) - image_x(b)
-        if dx < -SIDE_MARGIN and du < -IMAGE_MARGIN:
-            left = True
-        elif dx > SIDE_MARGIN and du > IMAGE_MARGIN:
-            left = False
-        else:
+        if st.kind == "position":  # relative to the table centre
+            dx, du, margin = a[0], image_x(a), POSITION_MARGIN
+        else:  # relative to the other object
+            b = pos[st.obj]
+            dx, du, margin = a[0] - b[0], image_x(a) - image_x(b), SIDE_MARGIN
+        left = _left_of(dx, du, margin)
+        if left is None:
             return None
         return left if st.relation == "left" else not left
     if st.kind == "in":
