@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from benchmarks.base import BenchError, Observation, PolicySpec
+from benchmarks.base import BenchError, Observation, PolicySpec, sample_seed
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,21 @@ class LearnedPolicy:
     def reset(self) -> None:
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
 
+    def keyed_noise(self, observations: Sequence[Observation]) -> torch.Tensor | None:
+        """The sampler's starting noise, one stream per observation keyed by its `sample_key` (set by
+        the engine from task, episode seed and step) and this policy's seed: an episode gets the
+        same noise whether it runs alone, batched with others on a policy actor, or on another
+        worker, and paired episodes (same task and seed, another instruction) share it. None when
+        any observation has no key: then the policy's own generator is used (reset per episode)."""
+        keys = [o.get("sample_key") for o in observations]
+        if any(k is None for k in keys):
+            return None
+        shape = (self.spec.chunk, self.spec.action.dim)
+        rows = []
+        for k in keys:
+            rows.append(torch.randn(shape, generator=torch.Generator().manual_seed(sample_seed(self.seed, k))))
+        return torch.stack(rows).to(self.device)
+
     def batch_from(self, observations: Sequence[Observation]) -> dict[str, torch.Tensor]:
         """Live observations -> the model's batch schema (normalised state, tokenised instruction)."""
         images = torch.from_numpy(stack_images(observations, self.spec.observation.cameras))
@@ -137,7 +152,8 @@ class LearnedPolicy:
     def act(self, observations: list[Observation]) -> np.ndarray:
         if not observations:
             return np.zeros((0, self.spec.chunk, self.spec.action.dim), np.float32)
-        actions = self.model.sample_actions(self.batch_from(observations), generator=self.generator)
+        actions = self.model.sample_actions(self.batch_from(observations), generator=self.generator,
+                                            noise=self.keyed_noise(observations))
         out = self.action_norm.unnormalize(actions.float().cpu().numpy())
         bad = ~np.isfinite(out).all(axis=(1, 2))
         self.chunks += len(out)

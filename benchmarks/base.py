@@ -7,6 +7,8 @@ to import the method package `apt`.
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Protocol, TypedDict, runtime_checkable
 
@@ -33,12 +35,23 @@ class Observation(TypedDict):
     """What every suite returns and every policy consumes.
 
     `privileged` carries simulator state for scripted experts only; learned policies must not read it.
+    `sample_key` is added by the engine, not by suites: "<task_id>:<episode seed>:<step>", so a
+    stochastic policy can draw per-episode random numbers that do not depend on batching or
+    scheduling (apt.policy.LearnedPolicy.keyed_noise).
     """
 
     images: dict[str, np.ndarray]  # camera name -> uint8[H, W, 3]
     state: np.ndarray  # float32[D] proprioception
     instruction: str  # exactly the string passed to Env.reset
     privileged: NotRequired[dict[str, Any]]
+    sample_key: NotRequired[str]
+
+
+def sample_seed(policy_seed: int, sample_key: str) -> int:
+    """A 63-bit seed for one observation's random draws: a hash of the policy's seed and the
+    observation's `sample_key`, so a stochastic policy's draws do not depend on batching."""
+    digest = hashlib.sha256(f"{policy_seed}:{sample_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 @dataclass(frozen=True)

@@ -246,7 +246,14 @@ def test_compare_on_missing_store(tmp_path, capsys):
 # The real tabletop suite, end to end in-process (few episodes; the oracle needs no rendering).
 
 def test_tabletop_oracle_end_to_end(tmp_path, capsys):
-    pytest.importorskip("mujoco")
+    # Through the suite's importer: a bare `import mujoco` would fix the GL backend to none for
+    # every later test of this process that renders.
+    from benchmarks.tabletop.render import import_mujoco
+
+    try:
+        import_mujoco()
+    except ImportError:
+        pytest.skip("mujoco is not installed")
     store = tmp_path / "r.sqlite"
     assert main(["run", "--policy", "oracle", "--split", "seen", "--episodes", "1", "--workers", "0",
                  "--store", str(store)]) == 0

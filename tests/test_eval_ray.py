@@ -103,3 +103,18 @@ def test_ray_and_in_process_give_the_same_episodes(cluster, splits, tmp_path):
     da = read_episodes(a)[cols].sort_values("key").reset_index(drop=True)
     db = read_episodes(b)[cols].sort_values("key").reset_index(drop=True)
     assert da.equals(db)
+
+
+
+def test_a_stochastic_policy_plays_the_same_episodes_on_ray_and_in_process(cluster, splits, tmp_path):
+    """Random draws are keyed by each observation's sample_key (task, seed, step), so the random
+    policy, served by a batching policy actor to two workers, plays exactly the episodes it plays
+    alone in-process (LearnedPolicy keys its flow noise the same way: tests/test_training.py)."""
+    a, b = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    assert _run(a, splits["paraphrased"], "tests.stub_suite:EasyStubSuite", policy="random", workers=0) == 0
+    assert _run(b, splits["paraphrased"], "tests.stub_suite:EasyStubSuite", policy="random", workers=2) == 0
+    cols = ["key", "success", "steps", "seed", "task_id"]
+    da = read_episodes(a)[cols].sort_values("key").reset_index(drop=True)
+    db = read_episodes(b)[cols].sort_values("key").reset_index(drop=True)
+    assert len(da) >= 8 and da.equals(db)
+    assert da["steps"].nunique() > 1  # the draws matter: episodes differ from one another

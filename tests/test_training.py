@@ -88,6 +88,13 @@ def test_train_then_load_gives_identical_actions(tmp_path, demos_dir, suite, pol
     assert a1.shape == (2, meta.model["chunk_len"], 4) and a1.dtype == np.float32
     assert np.array_equal(a1, a2)
     assert np.all(a1 <= 1.0) and np.all(a1 >= -1.0)
+    # Keyed sampling noise: an observation's chunk depends on its sample_key, not on its batch.
+    keyed = [{**obs, "sample_key": f"{TASKS[0]}:3:{k}"} for k in (0, 4)]
+    alone = p1.act(keyed[:1])
+    p1.act([obs])  # advances the unkeyed generator: keyed chunks must not care
+    batched = p1.act([keyed[1], keyed[0], keyed[0]])
+    assert np.allclose(batched[1], alone[0], atol=1e-5) and np.allclose(batched[2], alone[0], atol=1e-5)
+    assert not np.allclose(batched[0], alone[0])  # another step draws other noise
     env.close()
 
 

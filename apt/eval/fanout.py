@@ -111,7 +111,7 @@ class EpisodeRunner:
             camera = self.plan.settings.cameras[0] if self.plan.settings.cameras else None
             recorder = make_recorder(self.plan.video_dir, item.key, camera)
             return run_episode(env, item.key, item.instruction, item.seed, item.max_steps, policy,
-                               self.plan.settings.replan_steps, recorder)
+                               self.plan.settings.replan_steps, recorder, task_id=item.task_id)
         except ProvenanceError:
             raise
         except Exception as err:  # noqa: BLE001 - one broken episode costs one episode

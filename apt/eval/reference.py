@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.base import BenchError, Observation, ObservationSpec, PolicySpec, Suite
+from benchmarks.base import BenchError, Observation, ObservationSpec, PolicySpec, Suite, sample_seed
 
 
 class OraclePolicy:
@@ -48,8 +48,9 @@ class OraclePolicy:
 class RandomPolicy:
     """Uniform actions in [low, high] of the suite's action spec; seeded; chunk 1 (or `chunk`).
 
-    Stateless, so the engine serves it like a learned policy (batched). Its draws depend on the order
-    in which batches arrive, so under Ray a rerun is a different sample of the same distribution.
+    Stateless, so the engine serves it like a learned policy (batched). An observation with a
+    `sample_key` (the engine sets one) gets draws seeded by it, so in-process and Ray runs play the
+    same episodes; without one, draws come from one seeded stream.
     """
 
     policy_id = "random"
@@ -69,5 +70,9 @@ class RandomPolicy:
         pass
 
     def act(self, observations: list[Observation]) -> np.ndarray:
-        shape = (len(observations), self.spec.chunk, self.dim)
-        return self.rng.uniform(self.low, self.high, shape).astype(np.float32)
+        shape = (self.spec.chunk, self.dim)
+        if not observations:
+            return np.zeros((0, *shape), np.float32)
+        rows = [np.random.default_rng(sample_seed(self.seed, o["sample_key"])) if "sample_key" in o else self.rng
+                for o in observations]
+        return np.stack([r.uniform(self.low, self.high, shape) for r in rows]).astype(np.float32)

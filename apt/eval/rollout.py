@@ -80,8 +80,10 @@ def check_provenance(obs: Observation, expected: str) -> str:
 
 
 def run_episode(env: Env, key: str, instruction: str, seed: int, max_steps: int, policy: Policy,
-                replan_steps: int | None = None, recorder: Recorder | None = None) -> EpisodeResult:
-    """Play one episode; exceptions of the env or the policy propagate (the engine retries them)."""
+                replan_steps: int | None = None, recorder: Recorder | None = None,
+                task_id: str = "") -> EpisodeResult:
+    """Play one episode; exceptions of the env or the policy propagate (the engine retries them).
+    Each observation handed to the policy carries `sample_key` = "<task_id>:<seed>:<step>"."""
     started, t0 = now(), time.perf_counter()
     obs = env.reset(seed=seed, instruction=instruction)
     received = check_provenance(obs, instruction)
@@ -92,7 +94,7 @@ def run_episode(env: Env, key: str, instruction: str, seed: int, max_steps: int,
     while steps < max_steps and not success:
         check_provenance(obs, instruction)
         t_act = time.perf_counter()
-        chunk = np.asarray(policy.act([obs]))
+        chunk = np.asarray(policy.act([{**obs, "sample_key": f"{task_id}:{seed}:{steps}"}]))
         timing.add(time.perf_counter() - t_act, getattr(policy, "last_timing", None))
         if chunk.ndim != 3 or chunk.shape[0] != 1 or chunk.shape[1] < 1:
             raise BenchError(f"policy returned actions of shape {chunk.shape}; expected [1, H, A]")

@@ -83,10 +83,16 @@ def _split_key(split_arg: str, iset: Any) -> str:
     return f"sha256:{iset.sha256}" if is_file else iset.split
 
 
+ROLLOUT_PROTOCOL = 2
+
+
 def protocol_key(settings: Any) -> str:
-    """Canonical JSON of the rollout settings that change outcomes (part of every episode key)."""
+    """Canonical JSON of the rollout settings that change outcomes (part of every episode key).
+    `rollout` versions the engine's own protocol: 2 = policies draw their sampling noise from the
+    observation's `sample_key` (task, seed, step), not from a per-run stream."""
     return json.dumps({"replan_steps": settings.replan_steps, "image_size": settings.image_size,
-                       "cameras": list(settings.cameras), "max_steps": settings.max_steps}, sort_keys=True)
+                       "cameras": list(settings.cameras), "max_steps": settings.max_steps,
+                       "rollout": ROLLOUT_PROTOCOL}, sort_keys=True)
 
 
 def plan_run(*, policy: str, split: str, suite: str = "tabletop", episodes: int | None = None,

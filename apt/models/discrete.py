@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from apt.models.action_tokens import ActionTokenizer, InvalidActionTokens
 from apt.models.expert_base import ExpertConfig, attention_geometry
-from apt.models.flow import FlowConfig, euler_sample, flow_matching_loss, sample_time
+from apt.models.flow import FlowConfig, euler_sample, flow_matching_loss, initial_noise, sample_time
 from apt.models.layers import RMSNorm, compact_tokens, masked_attention, merge_heads, split_heads
 from apt.models.pi_expert import PiExpert, PiLayer, make_attn_mask
 from apt.models.policy_model import _DUMMY_VLM, _QWEN_VLM, _TINY_EXPERT, _TINY_VLM, JsonConfig, VLMBacked
@@ -364,17 +364,16 @@ class DiscreteVLA(VLMBacked):
 
     @torch.no_grad()
     def sample_actions(self, batch: dict[str, Tensor], generator: torch.Generator | None = None,
-                       num_steps: int | None = None) -> Tensor:
-        """Normalised chunks [B, H, A]: the KI expert's flow sample, else greedy FAST decoding (NaN rows
-        where the generated tokens do not decode)."""
+                       num_steps: int | None = None, noise: Tensor | None = None) -> Tensor:
+        """Normalised chunks [B, H, A]: the KI expert's flow sample (from `noise` when given), else
+        greedy FAST decoding (NaN rows where the generated tokens do not decode)."""
         b = self._check(batch)
         if self.expert is not None:
             vlm_out = self.encode(batch)
             prefix = self.expert.encode_prefix(vlm_out)
             state = batch["state"]
             shape = (b, self.cfg.chunk_len, self.cfg.action_dim)
-            gdev = generator.device if generator is not None else state.device
-            noise = torch.randn(shape, generator=generator, device=gdev).to(state)
+            noise = initial_noise(shape, state, generator, noise)
             return euler_sample(lambda x, t: self.expert.velocity(prefix, state, x, t), shape,
                                 num_steps or self.cfg.flow.num_steps, noise=noise)
         return self.decode_tokens(self.generate(batch)).to(batch["state"].device)

@@ -69,6 +69,18 @@ def flow_matching_loss(velocity: VelocityFn, actions: Tensor, cfg: FlowConfig,
 
 
 @torch.no_grad()
+def initial_noise(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None = None,
+                  noise: Tensor | None = None) -> Tensor:
+    """The sampler's starting point: `noise` when the caller drew it (per-episode streams, see
+    apt.policy), checked against `shape`; else N(0, I) from `generator`. Cast to `like`."""
+    if noise is not None:
+        if tuple(noise.shape) != tuple(shape):
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, the sampler needs {tuple(shape)}")
+        return noise.to(like)
+    gdev = generator.device if generator is not None else like.device
+    return torch.randn(shape, generator=generator, device=gdev).to(like)
+
+
 def euler_sample(velocity: VelocityFn, shape: tuple[int, ...], num_steps: int, *,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from apt.models.expert_base import Expert, ExpertConfig
-from apt.models.flow import FlowConfig, euler_sample, flow_matching_loss, sample_time
+from apt.models.flow import FlowConfig, euler_sample, flow_matching_loss, initial_noise, sample_time
 from apt.models.fusion import FusionConfig, fusion_parameter_names
 from apt.models.groot_expert import GrootExpert
 from apt.models.pi_expert import PiExpert
@@ -172,15 +172,15 @@ class VLAModel(VLMBacked):
 
     @torch.no_grad()
     def sample_actions(self, batch: dict[str, Tensor], generator: torch.Generator | None = None,
-                       num_steps: int | None = None) -> Tensor:
-        """Normalised action chunks [B, H, A]: VLM + prefix once, then Euler steps from t=1 to t=0."""
+                       num_steps: int | None = None, noise: Tensor | None = None) -> Tensor:
+        """Normalised action chunks [B, H, A]: VLM + prefix once, then Euler steps from t=1 to t=0.
+        `noise` [B, H, A] is the starting sample (else drawn from `generator`)."""
         b = self._check(batch, need_actions=False)
         vlm_out = self.encode(batch)
         prefix = self.expert.encode_prefix(vlm_out, self.trunk_key_mask(vlm_out))
         state = batch["state"]
         shape = (b, self.cfg.chunk_len, self.cfg.action_dim)
-        gdev = generator.device if generator is not None else state.device
-        noise = torch.randn(shape, generator=generator, device=gdev).to(state)
+        noise = initial_noise(shape, state, generator, noise)
         return euler_sample(lambda x, t: self.expert.velocity(prefix, state, x, t), shape,
                             num_steps or self.cfg.flow.num_steps, noise=noise)
 
