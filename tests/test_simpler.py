@@ -24,6 +24,8 @@ SHARED_ASSETS = REPO.parent / "shared" / "simpler_assets"
 LVP = "/usr/share/vulkan/icd.d/lvp_icd.json"
 TASKS = ("widowx_spoon_on_towel", "widowx_carrot_on_plate", "widowx_stack_cube",
          "widowx_put_eggplant_in_basket")
+COMP_TASKS = ("widowx_carrot_on_towel", "widowx_spoon_on_plate", "widowx_stack_yellow_on_green",
+              "widowx_green_cube_on_plate")
 
 # Before anything imports mani_skill (it reads MS_ASSET_DIR at import).
 if "MS_ASSET_DIR" not in os.environ and SHARED_ASSETS.is_dir():
@@ -67,7 +69,8 @@ def test_import_is_lazy():
 def test_tasks_and_specs(suite):
     assert isinstance(suite, Suite)
     tasks = {t.task_id: t for t in suite.tasks()}
-    assert tuple(tasks) == TASKS
+    assert tuple(tasks) == TASKS + COMP_TASKS
+    assert [t.train for t in tasks.values()] == [True] * 4 + [False] * 4
     assert tasks["widowx_carrot_on_plate"].instruction == "put carrot on plate"
     assert tasks["widowx_put_eggplant_in_basket"].max_steps == 120
     assert all(tasks[t].max_steps == 60 for t in TASKS[:3])
@@ -88,7 +91,7 @@ def test_instruction_sets_validate(capsys):
     from apt.splits import load_instruction_set, load_split
 
     assert main(["splits", "--suite", "simpler", "--check"]) == 0
-    assert "ok: 4 file(s)" in capsys.readouterr().out
+    assert "ok: 5 file(s)" in capsys.readouterr().out
     from apt.registry import get_suite
 
     tasks = get_suite("simpler").tasks()
@@ -97,8 +100,14 @@ def test_instruction_sets_validate(capsys):
         assert len(para.by_task()[tid]) >= 5
         assert len(load_split("simpler", "unseen", tasks).by_task()[tid]) >= 5
     seen = load_instruction_set(SETS / "seen.yaml")
-    assert {e.task_id: e.instruction for e in seen.entries} == {t.task_id: t.instruction for t in tasks}
+    assert {e.task_id: e.instruction for e in seen.entries} == {t.task_id: t.instruction for t in tasks if t.train}
     assert len(load_split("simpler", "swapped@paraphrased", tasks).entries) == len(para.entries)
+    comp = load_split("simpler", "compositional", tasks).by_task()
+    assert set(comp) == set(COMP_TASKS)
+    # Each compositional task's canonical entry is its env's instruction; none is a training task.
+    by_id = {t.task_id: t for t in tasks}
+    for tid, entries in comp.items():
+        assert entries[0].instruction == by_id[tid].instruction and not by_id[tid].train
 
 
 def test_missing_maniskill_names_the_install_command(monkeypatch, suite):
@@ -138,7 +147,7 @@ def test_simpler_env_backend_says_how_to_install(monkeypatch):
 
 @needs_sim
 @pytest.mark.slow
-@pytest.mark.parametrize("task_id", TASKS)
+@pytest.mark.parametrize("task_id", TASKS + COMP_TASKS)
 def test_env_reset_and_step(suite, task_id):
     env = suite.make_env(task_id, image_size=64)
     try:
@@ -155,6 +164,9 @@ def test_env_reset_and_step(suite, task_id):
         priv = obs["privileged"]
         assert priv["task_id"] == task_id and priv["episode_id"] == 0
         assert set(priv["objects"]) == {priv["source"], priv["target"]}
+        from benchmarks.simpler.tasks import BY_ID
+
+        assert priv["source"] == BY_ID[task_id].source_model
         with pytest.raises(BenchError, match="7"):
             env.step(np.zeros(4))
         assert env.reset(seed=env.n_configs + 1)["privileged"]["episode_id"] == 1
@@ -190,7 +202,7 @@ def test_provenance_paraphrase_reaches_the_policy(suite):
 
 @needs_sim
 @pytest.mark.slow
-@pytest.mark.parametrize("task_id", TASKS)
+@pytest.mark.parametrize("task_id", TASKS + COMP_TASKS)
 def test_expert_solves_each_task(suite, task_id):
     env = suite.make_env(task_id, cameras=())
     max_steps = {t.task_id: t.max_steps for t in suite.tasks()}[task_id]
@@ -227,8 +239,10 @@ def test_random_policy_paraphrased_end_to_end(run_episodes):
 
 @needs_sim
 @pytest.mark.slow
-def test_oracle_through_the_engine(run_episodes):
-    """`apt-bench run --suite simpler --policy oracle --split seen`: the expert through the engine."""
-    df, _ = run_episodes("--suite", "simpler", "--policy", "oracle", "--split", "seen", "--episodes", "1")
-    assert sorted(df["task_id"]) == sorted(TASKS)
+@pytest.mark.parametrize("split,tasks", [("seen", TASKS), ("compositional", COMP_TASKS)])
+def test_oracle_through_the_engine(run_episodes, split, tasks):
+    """`apt-bench run --suite simpler --policy oracle --split seen|compositional`: the expert
+    through the engine, on SimplerEnv's tasks and on the recombined ones."""
+    df, _ = run_episodes("--suite", "simpler", "--policy", "oracle", "--split", split, "--episodes", "1")
+    assert sorted(set(df["task_id"])) == sorted(tasks)
     assert (df["success"] & (df["error"] == "")).all()

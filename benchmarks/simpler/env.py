@@ -85,6 +85,9 @@ class SimplerBridgeEnv:
             stack.import_maniskill()
             import gymnasium as gym
 
+            if not task.train:  # our recombined tasks: registering them imports ManiSkill3
+                import benchmarks.simpler.compositional  # noqa: F401
+
             def env_factory(env_id: str):
                 return gym.make(env_id, obs_mode="rgb+segmentation", num_envs=1,
                                 sim_backend=sim_backend, max_episode_steps=_NO_LIMIT)

@@ -33,12 +33,13 @@ def _wrap_half_pi(a: float) -> float:
     return (a + math.pi / 2) % math.pi - math.pi / 2
 
 
-# Per-task heights (m, base frame) relative to the object / target centres.
-_PLACE = {"widowx_spoon_on_towel": 0.04, "widowx_carrot_on_plate": 0.05,
-          "widowx_stack_cube": 0.04, "widowx_put_eggplant_in_basket": 0.06}
-# Grasp height below the object's centre: the spoon is thin and slips out when held at its centre
-# (expert success over the 24 configurations: 18/24 at 0.0, 19/24 at -0.006, 23/24 at -0.009).
-_GRASP = {"widowx_spoon_on_towel": -0.009}
+# Release height (m) above the target's centre, per target model (plus half the object's height).
+_PLACE = {"table_cloth_generated_shorter": 0.04, "bridge_plate_objaverse_larger": 0.05,
+          "baked_yellow_cube_3cm": 0.04, "baked_green_cube_3cm": 0.04, "dummy_sink_target_plane": 0.06}
+# Grasp height below the object's centre, per object model: the spoon is thin and slips out when
+# held at its centre (expert success over the 24 configurations: 18/24 at 0.0, 19/24 at -0.006,
+# 23/24 at -0.009).
+_GRASP = {"bridge_spoon_generated_modified": -0.009}
 
 
 class BridgeExpert:
@@ -50,7 +51,7 @@ class BridgeExpert:
 
         self.task = task
         self.step_size = step
-        self.grasp_offset = _GRASP.get(task.task_id, 0.0) if grasp_offset is None else grasp_offset
+        self.grasp_offset = _GRASP.get(task.source_model, 0.0) if grasp_offset is None else grasp_offset
         self.hover = hover
         self.lift = lift
         self.noise = noise
@@ -103,7 +104,7 @@ class BridgeExpert:
         src_h = float(p["sizes"][p["source"]][2]) / 2
         above_src = np.array([src[0], src[1], src[2] + self.hover])
         grasp = np.array([src[0], src[1], src[2] + self.grasp_offset])
-        place_z = tgt[2] + _PLACE.get(self.task.task_id, 0.05) + src_h
+        place_z = tgt[2] + _PLACE.get(p["target"], 0.05) + src_h
         above_tgt = np.array([tgt[0], tgt[1], place_z + 0.04])
         release = np.array([tgt[0], tgt[1], place_z])
         self.t_phase += 1

@@ -33,20 +33,37 @@ class BridgeTask:
     target: str
     scene: str  # "flat_table" or "sink"
     n_configs: int  # fixed episode configurations (episode_id range)
+    source_model: str  # ManiSkill's model id of the object to move (the scripted expert's grasp)
+    train: bool = True  # False: a compositional task (benchmarks/simpler/compositional.py)
 
 
 BRIDGE_TASKS: tuple[BridgeTask, ...] = (
     BridgeTask("widowx_spoon_on_towel", "PutSpoonOnTableClothInScene-v1", "put the spoon on the towel",
-               60, "put_on", "spoon", "towel", "flat_table", 24),
+               60, "put_on", "spoon", "towel", "flat_table", 24, "bridge_spoon_generated_modified"),
     BridgeTask("widowx_carrot_on_plate", "PutCarrotOnPlateInScene-v1", "put carrot on plate",
-               60, "put_on", "carrot", "plate", "flat_table", 24),
+               60, "put_on", "carrot", "plate", "flat_table", 24, "bridge_carrot_generated_modified"),
     BridgeTask("widowx_stack_cube", "StackGreenCubeOnYellowCubeBakedTexInScene-v1",
                "stack the green block on the yellow block", 60, "stack", "green_cube", "yellow_cube",
-               "flat_table", 24),
+               "flat_table", 24, "baked_green_cube_3cm"),
     BridgeTask("widowx_put_eggplant_in_basket", "PutEggplantInBasketScene-v1",
-               "put eggplant into yellow basket", 120, "put_in", "eggplant", "basket", "sink", 64),
+               "put eggplant into yellow basket", 120, "put_in", "eggplant", "basket", "sink", 64, "eggplant"),
 )
-BY_ID: dict[str, BridgeTask] = {t.task_id: t for t in BRIDGE_TASKS}
+# New pairings of the flat-table objects and targets (benchmarks/simpler/compositional.py): no
+# demonstration shows them; each object and each target is seen in SimplerEnv's own tasks.
+COMPOSITIONAL_TASKS: tuple[BridgeTask, ...] = (
+    BridgeTask("widowx_carrot_on_towel", "AptBenchPutCarrotOnTowelInScene-v1", "put the carrot on the towel",
+               60, "put_on", "carrot", "towel", "flat_table", 24, "bridge_carrot_generated_modified", False),
+    BridgeTask("widowx_spoon_on_plate", "AptBenchPutSpoonOnPlateInScene-v1", "put the spoon on the plate",
+               60, "put_on", "spoon", "plate", "flat_table", 24, "bridge_spoon_generated_modified", False),
+    BridgeTask("widowx_stack_yellow_on_green", "AptBenchStackYellowCubeOnGreenCubeInScene-v1",
+               "stack the yellow block on the green block", 60, "stack", "yellow_cube", "green_cube",
+               "flat_table", 24, "baked_yellow_cube_3cm", False),
+    BridgeTask("widowx_green_cube_on_plate", "AptBenchPutGreenCubeOnPlateInScene-v1",
+               "put the green block on the plate", 60, "put_on", "green_cube", "plate", "flat_table", 24,
+               "baked_green_cube_3cm", False),
+)
+ALL_TASKS: tuple[BridgeTask, ...] = BRIDGE_TASKS + COMPOSITIONAL_TASKS
+BY_ID: dict[str, BridgeTask] = {t.task_id: t for t in ALL_TASKS}
 
 EVAL_SETTINGS: dict[str, object] = {
     "control_freq_hz": 5,
@@ -54,32 +71,21 @@ EVAL_SETTINGS: dict[str, object] = {
     "controller": "arm_pd_ee_target_delta_pose_align2_gripper_pd_joint_pos",
     "camera": "3rd_view_camera 640x480 (greenscreened Bridge background), resized to image_size",
     "episodes_per_task_simpler_env": 24,
-    "max_steps": {t.task_id: t.max_steps for t in BRIDGE_TASKS},
+    "max_steps": {t.task_id: t.max_steps for t in ALL_TASKS},
     "episode_starts": "episode i -> SimplerEnv episode_id i mod n_configs (paired across splits)",
-    "n_configs": {t.task_id: t.n_configs for t in BRIDGE_TASKS},
+    "n_configs": {t.task_id: t.n_configs for t in ALL_TASKS},
     "success": "ManiSkill3 evaluate()['success'] (source on target: bbox xy/z test, plus contact for "
                "carrot/cubes); the engine stops an episode at its first success",
 }
 
-# Google Robot tasks exist only in the original SimplerEnv (backend simpler_env).
-GOOGLE_ROBOT_TASKS: tuple[str, ...] = (
-    "google_robot_pick_coke_can", "google_robot_pick_horizontal_coke_can",
-    "google_robot_pick_vertical_coke_can", "google_robot_pick_standing_coke_can",
-    "google_robot_pick_object", "google_robot_move_near", "google_robot_move_near_v0",
-    "google_robot_move_near_v1", "google_robot_open_drawer", "google_robot_open_top_drawer",
-    "google_robot_open_middle_drawer", "google_robot_open_bottom_drawer", "google_robot_close_drawer",
-    "google_robot_close_top_drawer", "google_robot_close_middle_drawer",
-    "google_robot_close_bottom_drawer", "google_robot_place_apple_in_closed_top_drawer",
-)
-
 
 def task_specs() -> list[TaskSpec]:
-    """The four Bridge tasks. No task shares its objects with another, so they carry no `scene`
-    attribute (which would leave the `swapped` control without candidates): `swapped` gives another
-    Bridge task's instruction, naming objects absent from the scene. `table` is SimplerEnv's
+    """The four Bridge tasks, then the compositional ones (train=False). No two tasks share a
+    scene's objects, so they carry no `scene` attribute (which would leave the `swapped` control
+    without candidates): `swapped` gives another task's instruction. `table` is SimplerEnv's
     scene setting (flat_table / sink)."""
     return [TaskSpec(task_id=t.task_id, instruction=t.instruction, max_steps=t.max_steps,
                      attributes={"skill": t.skill, "object": t.object, "target": t.target,
                                  "table": t.scene, "env_id": t.env_id, "robot": "widowx"},
-                     train=True)
-            for t in BRIDGE_TASKS]
+                     train=t.train)
+            for t in ALL_TASKS]
