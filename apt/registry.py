@@ -44,6 +44,10 @@ SUITES: dict[str, Entry] = _table(
     Entry("libero_90", "benchmarks.libero:libero_90", "LIBERO-90 (listed; no instruction sets)"),
     Entry("simpler", "benchmarks.simpler:simpler",
           "SimplerEnv Bridge (WidowX) tasks on ManiSkill3 (needs the [simpler] extra)"),
+    Entry("simpler_env", "benchmarks.simpler:simpler_env_bridge",
+          "SimplerEnv Bridge (WidowX) tasks on the original SimplerEnv (user-installed)"),
+    Entry("simpler_google", "benchmarks.simpler:simpler_google",
+          "SimplerEnv Google Robot tasks (original SimplerEnv, user-installed)"),
 )
 
 # Reference policies (not learned). Learned ones come from checkpoint directories.

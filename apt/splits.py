@@ -486,12 +486,6 @@ def check_instruction_set(iset: InstructionSet, tasks: Sequence[TaskSpec], train
 # CLI
 
 
-def _suite_tasks(suite_name: str) -> list[TaskSpec]:
-    from apt.registry import get_suite  # lazy: imports the simulator adapter
-
-    return list(get_suite(suite_name).tasks())
-
-
 def _summary_row(iset: InstructionSet) -> tuple[str, str, str, str]:
     axes: dict[str, int] = {}  # entries per kind of change (an entry may count under several)
     for e in iset.entries:
@@ -509,8 +503,12 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
 
 
 def splits_command(suite: str, check: bool, files: list[str]) -> int:
-    """`apt-bench splits`: list the suite's splits, or (--check) validate shipped or given files."""
-    tasks = _suite_tasks(suite)
+    """`apt-bench splits`: list the suite's splits, or (--check) validate shipped or given files.
+    Splits belong to the suite's own name (`simpler_env` runs the `simpler` suite's splits)."""
+    from apt.registry import get_suite  # lazy: imports the simulator adapter
+
+    suite_obj = get_suite(suite)
+    suite, tasks = suite_obj.name, list(suite_obj.tasks())
     if not check:
         if files:
             sets = [load_instruction_set(f) for f in files]

@@ -133,13 +133,15 @@ def test_missing_assets_and_vulkan_name_the_fix(monkeypatch, suite):
 
 
 def test_simpler_env_backend_says_how_to_install(monkeypatch):
-    from benchmarks.simpler import SimplerSuite, stack
+    from benchmarks.simpler import SimplerSuite, simpler, stack
 
     monkeypatch.setattr(stack, "have_simpler_env", lambda: False)
     with pytest.raises(BenchError, match=r"original SimplerEnv is not installed.*ManiSkill2_real2sim"):
-        SimplerSuite(backend="simpler_env")
+        simpler(backend="simpler_env").make_env("widowx_carrot_on_plate")
     with pytest.raises(BenchError, match="did you mean 'maniskill3'"):
-        SimplerSuite(backend="maniskill")
+        simpler(backend="maniskill")
+    with pytest.raises(BenchError, match="--suite simpler_env"):
+        SimplerSuite(backend="simpler_env")
 
 
 # --- the real simulator ------------------------------------------------------------------------

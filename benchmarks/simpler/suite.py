@@ -2,8 +2,8 @@
 
 backend="maniskill3" (default): the four SimplerEnv Bridge (WidowX) tasks as ManiSkill3 registers
 them (`mani-skill`, the `[simpler]` extra), CPU (or GPU, sim_backend="gpu") simulation.
-backend="simpler_env": the original SimplerEnv (Google Robot and Bridge tasks); only where the user
-installed it: otherwise a BenchError says how.
+The original SimplerEnv (user-installed) is simpler_env_suite.py (suites `simpler_env`,
+`simpler_google`); this class names it when asked for backend="simpler_env".
 
 Importing this module imports no simulator; `tasks()` is static data; `make_env` builds the
 simulator in the calling process (call it inside the worker).
@@ -35,9 +35,9 @@ class SimplerSuite:
             raise BenchError(f"unknown SimplerEnv backend {backend!r}"
                              f"{f' (did you mean {close[0]!r}?)' if close else ''}; use one of {BACKENDS}")
         if backend == "simpler_env":
-            stack.import_simpler_env()  # BenchError with the install steps when absent
-            raise BenchError("backend 'simpler_env' (the original SimplerEnv) is detected but not yet "
-                             "wired into apt-bench; use backend='maniskill3' for the Bridge tasks")
+            raise BenchError("SimplerSuite is the ManiSkill3 backend; the original SimplerEnv's Bridge "
+                             "tasks are `benchmarks.simpler.simpler(backend='simpler_env')` "
+                             "(`--suite simpler_env`), its Google Robot tasks `--suite simpler_google`")
         self.name = "simpler"
         self.backend = backend
         self.sim_backend = sim_backend
