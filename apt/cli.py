@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--replan-steps", type=_positive_int, default=None,
                      help="actions executed from each chunk before re-querying the policy")
     run.add_argument("--device", default="cpu", help="cpu or cuda[:N] for learned policies")
+    run.add_argument("--noise-scale", type=float, default=None,
+                     help="flow-matching policies: std of the sampler's starting noise (default: the "
+                          "checkpoint's own, 1 unless its config.json 'inference' says otherwise; 0 = "
+                          "deterministic)")
     run.set_defaults(handler=_call("apt.eval.runner:run"))
 
     cmp_ = sub.add_parser("compare", help="aggregate stored episodes into tables with 95%% CIs")
@@ -119,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="discrete/ki: vision-language examples per action example in a batch")
     trn.add_argument("--action-vocab", type=_positive_int, default=None,
                      help="discrete/ki: BPE vocabulary size of the action tokenizer (default 1024)")
+    trn.add_argument("--unfreeze-vlm", action="store_true",
+                     help="apt only: Stage 2 also trains the VLM trunk (default: frozen, the prior's VLM)")
+    trn.add_argument("--vlm-lr-multiplier", type=float, default=None,
+                     help="apt with --unfreeze-vlm: the trunk's LR as a multiple of --lr (default 0.1)")
     trn.set_defaults(handler=_call("apt.training.recipes:train"))
 
     srv = sub.add_parser("serve", help="serve a policy over the openpi websocket protocol")

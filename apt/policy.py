@@ -89,7 +89,8 @@ class LearnedPolicy:
     """
 
     def __init__(self, model: Any, spec: PolicySpec, state_norm: Normalizer, action_norm: Normalizer,
-                 device: str = "cpu", seed: int = 0, policy_id: str = "", checkpoint_sha256: str = ""):
+                 device: str = "cpu", seed: int = 0, policy_id: str = "", checkpoint_sha256: str = "",
+                 noise_scale: float = 1.0):
         self.model = model.eval()
         self.spec = spec
         self.state_norm = state_norm
@@ -98,6 +99,9 @@ class LearnedPolicy:
         self.seed = seed
         self.policy_id = policy_id
         self.checkpoint_sha256 = checkpoint_sha256
+        # Std of the flow sampler's starting noise: 1 = N(0, I) as pi0 samples; the checkpoint may ask
+        # for another (config.json "inference"), a run may override it (`apt-bench run --noise-scale`).
+        self.noise_scale = float(noise_scale)
         self.invalid_chunks = 0  # chunks replaced by the fallback (see class docstring)
         self.chunks = 0  # chunks produced
         self.reset()
@@ -120,10 +124,20 @@ class LearnedPolicy:
                           chunk=model.cfg.chunk_len, replan=max(1, model.cfg.chunk_len // 2))
         return cls(model.to(dev), spec, Normalizer.from_dict(meta.norm["state"]),
                    Normalizer.from_dict(meta.norm["action"]), device=str(dev), seed=seed,
-                   policy_id=meta.policy, checkpoint_sha256=checkpoint_sha256(path))
+                   policy_id=meta.policy, checkpoint_sha256=checkpoint_sha256(path),
+                   noise_scale=float(meta.inference.get("noise_scale", 1.0)))
 
     def reset(self) -> None:
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
+
+    def sampling_noise(self, observations: Sequence[Observation]) -> torch.Tensor:
+        """The flow sampler's starting noise [B, H, A]: keyed per observation when every one has a
+        `sample_key` (keyed_noise), else from the policy's generator; times `noise_scale`."""
+        noise = self.keyed_noise(observations)
+        if noise is None:
+            shape = (len(observations), self.spec.chunk, self.spec.action.dim)
+            noise = torch.randn(shape, generator=self.generator, device=self.device)
+        return noise * self.noise_scale
 
     def keyed_noise(self, observations: Sequence[Observation]) -> torch.Tensor | None:
         """The sampler's starting noise, one stream per observation keyed by its `sample_key` (set by
@@ -152,8 +166,7 @@ class LearnedPolicy:
     def act(self, observations: list[Observation]) -> np.ndarray:
         if not observations:
             return np.zeros((0, self.spec.chunk, self.spec.action.dim), np.float32)
-        actions = self.model.sample_actions(self.batch_from(observations), generator=self.generator,
-                                            noise=self.keyed_noise(observations))
+        actions = self.model.sample_actions(self.batch_from(observations), noise=self.sampling_noise(observations))
         out = self.action_norm.unnormalize(actions.float().cpu().numpy())
         bad = ~np.isfinite(out).all(axis=(1, 2))
         self.chunks += len(out)

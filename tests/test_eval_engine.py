@@ -210,6 +210,7 @@ def test_spec_mismatch_stops_before_any_episode(tmp_path, splits, monkeypatch):
     (["--policy", "oracle", "--split", "seen", "--device", "cuda"], "rerun with --device cpu"),
     (["--policy", "oracle", "--split", "seen", "--device", "tpu"], "unknown device 'tpu'"),
     (["--policy", "oracle", "--split", "seen", "--replan-steps", "3"], "exceeds the policy's chunk length 1"),
+    (["--policy", "oracle", "--split", "seen", "--noise-scale", "0"], "applies to policies that sample noise"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, capsys, args, needle):
     if "cuda" in args:

@@ -32,3 +32,8 @@ def test_ship_converts_to_fp16_and_manifest_identifies_the_checkpoint(tmp_path, 
     after = load_policy(out, suite).act([obs])
     assert np.allclose(before, after, atol=2e-2), np.abs(before - after).max()
     assert ship(tmp_path / "ck")["checkpoints"]["apt_pi0"]["sha256"] == entry["sha256"]  # idempotent
+    # A recorded sampling preference reaches the loaded policy and changes the checkpoint's identity.
+    assert load_policy(out, suite).noise_scale == 1.0
+    again = ship(tmp_path / "ck", noise_scale=0.0)["checkpoints"]["apt_pi0"]
+    assert again["inference"] == {"noise_scale": 0.0} and again["sha256"] != entry["sha256"]
+    assert load_policy(out, suite).noise_scale == 0.0

@@ -95,6 +95,9 @@ def test_train_then_load_gives_identical_actions(tmp_path, demos_dir, suite, pol
     batched = p1.act([keyed[1], keyed[0], keyed[0]])
     assert np.allclose(batched[1], alone[0], atol=1e-5) and np.allclose(batched[2], alone[0], atol=1e-5)
     assert not np.allclose(batched[0], alone[0])  # another step draws other noise
+    p1.noise_scale = 0.0  # deterministic sampling: the key no longer matters
+    zero = p1.act(keyed)
+    assert np.allclose(zero[0], zero[1], atol=1e-6) and not np.allclose(zero[0], alone[0])
     env.close()
 
 

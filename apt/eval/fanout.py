@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from apt.eval.rollout import EpisodeResult, ProvenanceError, Settings, now, run_episode
+from apt.eval.rollout import EpisodeResult, ProvenanceError, Settings, apply_settings, now, run_episode
 from apt.eval.video import make_recorder
 from apt.registry import get_suite
 from benchmarks.base import Observation, Policy, Suite
@@ -161,7 +161,7 @@ class EnvWorker:
     def __init__(self, plan: Plan, policy_actor: Any = None):
         suite = get_suite(plan.suite_ref)
         if plan.episode_hook:
-            policy = build_policy(plan.policy_name, suite, plan.policy_seed, "cpu")
+            policy = apply_settings(build_policy(plan.policy_name, suite, plan.policy_seed, "cpu"), plan.settings)
         else:
             policy = _ActorPolicy(policy_actor)
         self.runner = EpisodeRunner(suite, plan, policy)
@@ -197,7 +197,8 @@ class PolicyServer:
 
     def __init__(self, plan: Plan, max_batch: int):
         suite = get_suite(plan.suite_ref)
-        self.policy = build_policy(plan.policy_name, suite, plan.policy_seed, plan.device)
+        self.policy = apply_settings(build_policy(plan.policy_name, suite, plan.policy_seed, plan.device),
+                                     plan.settings)
         self.max_batch = max(1, max_batch)
         self.max_wait_s = plan.max_wait_ms / 1000.0
         self.queue = None

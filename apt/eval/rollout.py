@@ -37,6 +37,15 @@ class Settings:
     image_size: int = 96
     cameras: tuple[str, ...] = ()  # what the env renders: the policy's cameras (+ one for video)
     max_steps: int | None = None  # None = each task's TaskSpec.max_steps
+    noise_scale: float | None = None  # sampling policies' noise std (None: not a sampling policy)
+
+
+def apply_settings(policy: Any, settings: Settings) -> Any:
+    """Give a freshly built policy the run's inference settings (every process that builds one calls
+    this, so in-process, policy actors and env workers run the same policy)."""
+    if settings.noise_scale is not None and hasattr(policy, "noise_scale"):
+        policy.noise_scale = settings.noise_scale
+    return policy
 
 
 @dataclass(frozen=True)

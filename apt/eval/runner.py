@@ -29,7 +29,7 @@ import pandas as pd
 
 from apt.eval import fanout
 from apt.registry import get_suite
-from apt.eval.rollout import EpisodeResult, Settings, now
+from apt.eval.rollout import EpisodeResult, Settings, apply_settings, now
 from apt.eval.compare import markdown_table
 from apt.eval.stats import success_table
 from apt.eval.store import EpisodeRecord, Store, episode_key, sha256_text
@@ -92,12 +92,13 @@ def protocol_key(settings: Any) -> str:
     observation's `sample_key` (task, seed, step), not from a per-run stream."""
     return json.dumps({"replan_steps": settings.replan_steps, "image_size": settings.image_size,
                        "cameras": list(settings.cameras), "max_steps": settings.max_steps,
-                       "rollout": ROLLOUT_PROTOCOL}, sort_keys=True)
+                       "noise_scale": settings.noise_scale, "rollout": ROLLOUT_PROTOCOL}, sort_keys=True)
 
 
 def plan_run(*, policy: str, split: str, suite: str = "tabletop", episodes: int | None = None,
              seed: int = 0, image_size: int | None = None, replan_steps: int | None = None,
-             device: str = "cpu", video_dir: str | None = None, max_steps: int | None = None):
+             device: str = "cpu", video_dir: str | None = None, max_steps: int | None = None,
+             noise_scale: float | None = None):
     """Resolve and check a run; returns (suite, policy, instruction set, plan, records-by-key)."""
     from apt.splits import load_split
 
@@ -115,9 +116,16 @@ def plan_run(*, policy: str, split: str, suite: str = "tabletop", episodes: int 
     cameras = tuple(pol.spec.observation.cameras)
     if video_dir and not cameras:  # render one camera for the video even if the policy needs none
         cameras = tuple(suite_obj.observation_spec.cameras[:1])
+    if noise_scale is not None and not hasattr(pol, "noise_scale"):
+        raise BenchError(f"--noise-scale applies to policies that sample noise (flow-matching checkpoints); "
+                         f"{policy!r} does not")
+    if noise_scale is not None and noise_scale < 0:
+        raise BenchError(f"--noise-scale must be >= 0 (a standard deviation), got {noise_scale}")
     settings = Settings(replan_steps=replan_steps or pol.spec.replan or pol.spec.chunk,
                         image_size=image_size or pol.spec.observation.image_size,
-                        cameras=cameras, max_steps=max_steps)
+                        cameras=cameras, max_steps=max_steps,
+                        noise_scale=noise_scale if noise_scale is not None else getattr(pol, "noise_scale", None))
+    apply_settings(pol, settings)
     # Workers rebuild the policy by name; a checkpoint path must not depend on their working directory.
     policy_ref = str(Path(policy).resolve()) if Path(policy).exists() else policy
     plan = fanout.Plan(suite_ref=suite, policy_name=policy_ref, policy_seed=seed, device=device,
@@ -148,7 +156,7 @@ def run(policy: str, split: str, suite: str = "tabletop", episodes: int | None =
         workers: int | None = None, store: str = "runs/results.sqlite", video: bool = False,
         ray_address: str | None = None, seed: int = 0, image_size: int | None = None,
         replan_steps: int | None = None, device: str = "cpu", max_steps: int | None = None,
-        progress: bool = True, quiet: bool = False) -> int:
+        noise_scale: float | None = None, progress: bool = True, quiet: bool = False) -> int:
     """Evaluate `policy` on every (task, instruction entry) of `split`; returns the exit code."""
     if workers is not None and workers < 0:
         raise BenchError(f"--workers must be >= 0 (0 = in-process), got {workers}")
@@ -158,7 +166,8 @@ def run(policy: str, split: str, suite: str = "tabletop", episodes: int | None =
         video_dir = str(Path(store).resolve().parent / "videos") if video else None
         suite_obj, pol, iset, plan, records = plan_run(
             policy=policy, split=split, suite=suite, episodes=episodes, seed=seed, image_size=image_size,
-            replan_steps=replan_steps, device=device, video_dir=video_dir, max_steps=max_steps)
+            replan_steps=replan_steps, device=device, video_dir=video_dir, max_steps=max_steps,
+            noise_scale=noise_scale)
         done = db.done_keys(records)
         todo = [item for key, (item, _) in records.items() if key not in done]
         run_id = f"{now()[:19].replace(':', '').replace('-', '')}-{uuid.uuid4().hex[:8]}"

@@ -43,6 +43,9 @@ class CheckpointMeta:
     train: dict[str, Any] = field(default_factory=dict)  # wall time, steps, losses summary
     exclude_prefixes: tuple[str, ...] = ()
     format_version: int = FORMAT_VERSION
+    # How the policy asks to be run (overridable per run): noise_scale = std of the flow sampler's
+    # starting noise (1 = the standard N(0, I); 0 = deterministic). Empty = defaults.
+    inference: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         d = asdict(self)

@@ -62,6 +62,8 @@ class RecipeOptions:
     threads: int | None = None
     vl_ratio: float = 0.25  # discrete / ki: VL co-training examples per action example in a batch
     action_vocab: int | None = None  # discrete / ki: FAST BPE vocabulary (default: the preset's)
+    unfreeze_vlm: bool = False  # apt only: Stage 2 also trains the VLM trunk (FusionConfig.unfreeze_vlm)
+    vlm_lr_multiplier: float | None = None  # apt only: its LR / base LR (default: the preset's)
 
 
 def _split_name(policy: str) -> tuple[str, str]:
@@ -116,12 +118,14 @@ def train(policy: str, suite: str = "tabletop", demos: str | None = None, out: s
           steps: int = 3000, batch_size: int = 64, lr: float = 3e-4, seed: int = 0, device: str = "cpu",
           preset: str | None = None, vlm: str | None = None, stage: int | None = None,
           init: str | None = None, cameras: tuple[str, ...] | list[str] = ("front",),
-          threads: int | None = None, vl_ratio: float = 0.25, action_vocab: int | None = None) -> int:
+          threads: int | None = None, vl_ratio: float = 0.25, action_vocab: int | None = None,
+          unfreeze_vlm: bool = False, vlm_lr_multiplier: float | None = None) -> int:
     """`apt-bench train`: run a recipe and write a checkpoint directory."""
     opts = RecipeOptions(policy=policy, suite=suite, demos=demos, out=out or f"runs/checkpoints/{policy}",
                          steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, preset=preset,
                          vlm=vlm, stage=stage, init=init, cameras=tuple(cameras), threads=threads,
-                         vl_ratio=vl_ratio, action_vocab=action_vocab)
+                         vl_ratio=vl_ratio, action_vocab=action_vocab, unfreeze_vlm=unfreeze_vlm,
+                         vlm_lr_multiplier=vlm_lr_multiplier)
     if opts.threads:
         torch.set_num_threads(opts.threads)
     recipe, arch = _split_name(opts.policy)
@@ -198,8 +202,18 @@ def _train_policy(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -> 
         raise BenchError(f"--stage applies to apt recipes only, not {opts.policy}")
     if opts.stage == 2 and not opts.init:
         raise BenchError("--stage 2 needs --init STAGE1_CHECKPOINT (the output of --stage 1)")
+    if (opts.unfreeze_vlm or opts.vlm_lr_multiplier is not None) and recipe != "apt":
+        raise BenchError(f"--unfreeze-vlm / --vlm-lr-multiplier configure APT's Stage 2, not {opts.policy} "
+                         "(baseline always trains the VLM at the base learning rate)")
+    if opts.vlm_lr_multiplier is not None and not opts.unfreeze_vlm:
+        raise BenchError("--vlm-lr-multiplier needs --unfreeze-vlm (a frozen VLM has no learning rate)")
     demos = _load_demos(opts, suite)
     base = _model_config(opts, arch, suite)
+    if opts.unfreeze_vlm:
+        fusion = dataclasses.replace(base.fusion, unfreeze_vlm=True)
+        if opts.vlm_lr_multiplier is not None:
+            fusion = dataclasses.replace(fusion, vlm_lr_multiplier=opts.vlm_lr_multiplier)
+        base = base.replace(fusion=fusion)
     first_stage = {"apt": "stage1", "baseline": "full"}[recipe]
     if opts.stage == 2:
         meta1 = read_meta(opts.init)

@@ -60,8 +60,10 @@ def training_command(config: dict[str, Any], out: str) -> str:
     return " ".join(parts + ["--threads 1", f"--out {out}"])
 
 
-def ship(folder: str | Path, dtype: torch.dtype = torch.float16) -> dict[str, Any]:
-    """Convert every checkpoint under `folder` to `dtype` and write its MANIFEST.json; returns it."""
+def ship(folder: str | Path, dtype: torch.dtype = torch.float16,
+         noise_scale: float | None = None) -> dict[str, Any]:
+    """Convert every checkpoint under `folder` to `dtype` and write its MANIFEST.json; returns it.
+    `noise_scale`: written into each policy's config.json "inference" (how it asks to be sampled)."""
     root = Path(folder)
     if not root.is_dir():
         raise BenchError(f"{root} is not a directory of checkpoints")
@@ -72,6 +74,9 @@ def ship(folder: str | Path, dtype: torch.dtype = torch.float16) -> dict[str, An
             continue
         to_dtype(weights, dtype)
         config = json.loads((d / CONFIG_FILE).read_text())
+        if noise_scale is not None and weights.name == WEIGHTS_FILE:
+            config["inference"] = {**config.get("inference", {}), "noise_scale": float(noise_scale)}
+            (d / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
         train = config.get("train", {})
         entries[d.name] = {
             "policy": config.get("policy"),
@@ -81,6 +86,7 @@ def ship(folder: str | Path, dtype: torch.dtype = torch.float16) -> dict[str, An
             "command": training_command(config, str(d)),
             "data_hash": config.get("data_hash"),
             "wall_s": train.get("wall_s"),
+            "inference": config.get("inference", {}),
         }
     if not entries:
         raise BenchError(f"no checkpoints (config.json + weights) under {root}")
@@ -92,8 +98,10 @@ def ship(folder: str | Path, dtype: torch.dtype = torch.float16) -> dict[str, An
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", help="directory whose sub-directories are checkpoints")
+    ap.add_argument("--noise-scale", type=float, default=None,
+                    help="record this flow-sampling noise std as each policy's inference default")
     args = ap.parse_args(argv)
-    m = ship(args.folder)
+    m = ship(args.folder, noise_scale=args.noise_scale)
     for name, e in m["checkpoints"].items():
         print(f"{name}: {e['size_bytes'] / 1e6:.1f} MB {e['dtype']} sha256 {e['sha256'][:12]}")
     return 0
