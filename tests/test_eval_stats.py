@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
 
 from apt.eval import compare as cmp  # noqa: E402
 from apt.eval.stats import language_reliance, mcnemar_p, paired_gap, success_table, wilson  # noqa: E402
+from benchmarks.base import BenchError  # noqa: E402
 
 
 def wilson_closed(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -159,6 +160,22 @@ def test_compare_tables_and_formats(tmp_path):
     assert "\\begin{tabular}" in tex
     png = cmp.plot_results(t, tmp_path / "p.png")
     assert png.stat().st_size > 1000
+
+
+def test_compare_versus_a_reference_policy():
+    seen, _ = _random_pairs(rng=5)
+    better = {k: True for k in seen}
+    df = pd.concat([_episodes("baseline_pi0", "seen", seen), _episodes("apt_pi0", "seen", better),
+                    _episodes("apt_pi0", "blank", {k: 0 for k in seen})], ignore_index=True)
+    v = cmp.tables(df, versus="baseline_pi0")["versus"]
+    assert list(v["policy"]) == ["apt_pi0"] and list(v["split"]) == ["seen"]  # blank: no reference episodes
+    row = v.iloc[0]
+    base_rate = float(np.mean(list(seen.values())))
+    assert row["diff"] == pytest.approx(1.0 - base_rate) and row["reference_rate"] == pytest.approx(base_rate)
+    assert row["lo"] <= row["diff"] <= row["hi"] and row["n_units"] == len(seen)
+    assert "Difference to the reference policy" in cmp.render(cmp.tables(df, versus="baseline_pi0"), "md")
+    with pytest.raises(BenchError, match="no such policy"):
+        cmp.tables(df, versus="baseline_groot")
 
 
 def test_success_table_counts_errors_as_failures():

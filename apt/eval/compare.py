@@ -43,8 +43,29 @@ def _label_policies(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The three result tables (numeric) from an episodes DataFrame."""
+def versus_table(df: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Each other policy minus `reference`, per suite and split, paired on (task_id, seed): the
+    same scenes and instructions, so the CI is on the difference itself (paired_gap's bootstrap)."""
+    rows = []
+    for suite, g in df.groupby("suite", sort=True):
+        ref = g[g["policy"] == reference]
+        for policy in sorted(set(g["policy"]) - {reference}):
+            p = g[g["policy"] == policy]
+            for split in _split_order(g["split"].unique()):
+                a, b = p[p["split"] == split], ref[ref["split"] == split]
+                if a.empty or b.empty:
+                    continue
+                d = paired_gap(b, a)
+                rows.append({"suite": suite, "policy": policy, "reference": reference, "split": split,
+                             "rate": d["split_rate"], "reference_rate": d["seen_rate"], "diff": d["gap"],
+                             "lo": d["lo"], "hi": d["hi"], "mcnemar_p": d["mcnemar_p"], "n_units": d["n_units"]})
+    return pd.DataFrame(rows, columns=["suite", "policy", "reference", "split", "rate", "reference_rate", "diff",
+                                       "lo", "hi", "mcnemar_p", "n_units"])
+
+
+def tables(df: pd.DataFrame, versus: str | None = None) -> dict[str, pd.DataFrame]:
+    """The result tables (numeric) from an episodes DataFrame; with `versus`, also each policy's
+    paired difference to that reference policy."""
     from apt.registry import CONTROL_SPLITS
 
     df = _label_policies(df)
@@ -68,8 +89,14 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     gap_cols = ["suite", "policy", "split", "split_rate", "seen_rate", "gap", "lo", "hi", "mcnemar_p",
                 "pairing", "n_units"]
     rel_cols = ["suite", "policy", "seen_rate", "control_rate", "reliance", "lo", "hi", "controls", "n_units"]
-    return {"success": succ, "gap": pd.DataFrame(gaps, columns=gap_cols),
-            "reliance": pd.DataFrame(rel, columns=rel_cols)}
+    out = {"success": succ, "gap": pd.DataFrame(gaps, columns=gap_cols),
+           "reliance": pd.DataFrame(rel, columns=rel_cols)}
+    if versus is not None:
+        if versus not in set(df["policy"]):
+            raise BenchError(f"--versus {versus!r}: no such policy in the selected episodes; policies: "
+                             f"{', '.join(sorted(set(df['policy'])))}")
+        out["versus"] = versus_table(df, versus)
+    return out
 
 
 def _pct(x: float) -> str:
@@ -99,7 +126,16 @@ def formatted(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
                                                        for x, lo, hi in zip(r["reliance"], r["lo"], r["hi"])],
                         "seen %": [_pct(x) for x in r["seen_rate"]],
                         "control %": [_pct(x) for x in r["control_rate"]], "controls": r["controls"]})
-    return {"success": succ, "gap": gap, "reliance": rel}
+    out = {"success": succ, "gap": gap, "reliance": rel}
+    if "versus" in t:
+        v = t["versus"]
+        out["versus"] = pd.DataFrame({
+            "suite": v["suite"], "split": v["split"], "policy": v["policy"], "policy %": [_pct(x) for x in v["rate"]],
+            "reference": v["reference"], "reference %": [_pct(x) for x in v["reference_rate"]],
+            "difference (pts) [95% CI]": [f"{_pct(x)} [{_pct(lo)}, {_pct(hi)}]"
+                                          for x, lo, hi in zip(v["diff"], v["lo"], v["hi"])],
+            "McNemar p": [_p(p) for p in v["mcnemar_p"]], "units": v["n_units"]})
+    return out
 
 
 def _r(x: float) -> str:
@@ -116,7 +152,8 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 
 TITLES = {"success": "Success rate per policy and split",
-          "gap": "Gap to seen (paired)", "reliance": "Language reliance (control splits)"}
+          "gap": "Gap to seen (paired)", "reliance": "Language reliance (control splits)",
+          "versus": "Difference to the reference policy (paired on task and seed)"}
 
 
 def render(t: dict[str, pd.DataFrame], fmt: str) -> str:
@@ -177,7 +214,7 @@ def plot_results(t: dict[str, pd.DataFrame], path: str | Path) -> Path:
 
 def compare(store: str, suite: str | None = None, policies: Sequence[str] | None = None,
             splits: Sequence[str] | None = None, fmt: str = "md", out: str | None = None,
-            plot: str | None = None) -> int:
+            plot: str | None = None, versus: str | None = None) -> int:
     """The `apt-bench compare` entry point; returns the exit code."""
     df = read_episodes(store)
     if suite:
@@ -189,7 +226,7 @@ def compare(store: str, suite: str | None = None, policies: Sequence[str] | None
     if df.empty:
         raise BenchError(f"no stored episodes in {store} match suite={suite} policies={policies} "
                          f"splits={splits}; run `apt-bench run` first")
-    t = tables(df)
+    t = tables(df, versus=versus)
     text = render(t, fmt)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
