@@ -180,3 +180,38 @@ def checked_action(action: Any, dim: int, layout: str, dtype: Any = np.float32) 
     if not np.all(np.isfinite(a)):
         raise BenchError(f"non-finite action {a}")
     return a
+
+
+class SimulatorHandle:
+    """Mixin for envs that wrap one simulator object in `self._env`: `close()` releases it once
+    (later calls and `step` before `reset` see `_ready` False), and garbage collection closes it
+    too, so a GL / Vulkan context is freed even when the caller forgets."""
+
+    _env: Any = None
+    _ready: bool = False
+
+    def close(self) -> None:
+        env = getattr(self, "_env", None)
+        if env is not None:
+            self._env = None
+            self._ready = False
+            env.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown; nothing useful to report
+            pass
+
+
+def episode_index(task_id: str, seed: int | None, init_state: Any, n: int | None) -> int:
+    """Which fixed start an episode uses: `init_state` (an int) or else `seed` (or 0), modulo the
+    `n` starts a task has (None: unbounded)."""
+    if init_state is not None:
+        if not isinstance(init_state, (int, np.integer)) or isinstance(init_state, bool):
+            raise BenchError(f"{task_id}: init_state must be an episode index (int), got "
+                             f"{type(init_state).__name__}")
+        i = int(init_state)
+    else:
+        i = 0 if seed is None else int(seed)
+    return i % n if n else i

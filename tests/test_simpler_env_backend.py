@@ -230,7 +230,7 @@ def test_env_maps_observations_actions_and_success(task_id, robot):
         assert opts == {"episode_id": 101}
     assert env.reset(seed=5, init_state=3).get("instruction") == "from the env"
     assert fake.resets[-1][1]["obj_init_options"]["episode_id"] == 3
-    with pytest.raises(BenchError, match="episode id"):
+    with pytest.raises(BenchError, match="episode index"):
         env.reset(init_state="3")
 
     steps = []

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.base import BenchError, Observation, checked_action
+from benchmarks.base import BenchError, Observation, SimulatorHandle, checked_action
 from benchmarks.libero.protocol import LiberoProtocol
 
 # Our camera names -> robosuite's.
@@ -53,7 +53,7 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((size, size), resample=Image.BILINEAR))
 
 
-class LiberoEnv:
+class LiberoEnv(SimulatorHandle):
     """One LIBERO task. Satisfies `benchmarks.base.Env`; built by `LiberoSuite.make_env`."""
 
     def __init__(self, *, task_id: str, bddl_path: str, canonical_instruction: str,
@@ -130,19 +130,6 @@ class LiberoEnv:
         raw, reward, _, _ = self._env.step(a)
         success = bool(self._env.check_success())
         return self._obs(raw), success, {"success": success, "reward": float(reward)}
-
-    def close(self) -> None:
-        env = getattr(self, "_env", None)
-        if env is not None:
-            self._env = None
-            self._ready = False
-            env.close()
-
-    def __del__(self):  # free the GL context even when the caller forgets close()
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown; nothing useful to report
-            pass
 
     # --- helpers -------------------------------------------------------------------------------
     def _pick_state(self, seed: int | None, init_state: Any) -> tuple[np.ndarray, int | None]:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.base import BenchError, Observation, checked_action
+from benchmarks.base import BenchError, Observation, SimulatorHandle, checked_action, episode_index
 from benchmarks.simpler import stack
 from benchmarks.simpler.tasks import BridgeTask
 
@@ -69,7 +69,7 @@ def _np(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-class SimplerBridgeEnv:
+class SimplerBridgeEnv(SimulatorHandle):
     """One Bridge task. Satisfies `benchmarks.base.Env`; built by `SimplerSuite.make_env`."""
 
     def __init__(self, *, task: BridgeTask, image_size: int, cameras: tuple[str, ...],
@@ -109,14 +109,7 @@ class SimplerBridgeEnv:
         (seed mod n_configs), and with neither, configuration 0. `seed` also seeds the simulator.
         `instruction` is put verbatim in every observation; None = the env's own instruction.
         """
-        if init_state is not None:
-            if not isinstance(init_state, (int, np.integer)) or isinstance(init_state, bool):
-                raise BenchError(f"{self.task_id}: init_state must be a SimplerEnv episode id (int), "
-                                 f"got {type(init_state).__name__}")
-            eid = int(init_state)
-        else:
-            eid = 0 if seed is None else int(seed)
-        self.episode_id = eid % self.n_configs
+        self.episode_id = episode_index(self.task_id, seed, init_state, self.n_configs)
         raw, _ = self._env.reset(seed=None if seed is None else int(seed),
                                  options={"episode_id": self.episode_id})
         if instruction is None:
@@ -141,19 +134,6 @@ class SimplerBridgeEnv:
             if k in info:
                 out[k] = bool(_np(info[k]).reshape(-1)[0])
         return self._obs(raw), success, out
-
-    def close(self) -> None:
-        env = getattr(self, "_env", None)
-        if env is not None:
-            self._env = None
-            self._ready = False
-            env.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
 
     # --- helpers -------------------------------------------------------------------------------
     def privileged(self) -> dict[str, Any]:

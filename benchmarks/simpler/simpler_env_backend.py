@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.base import BenchError, Observation, checked_action
+from benchmarks.base import BenchError, Observation, SimulatorHandle, checked_action, episode_index
 from benchmarks.simpler import google_robot, stack
 from benchmarks.simpler.env import _resize, quat_to_euler_xyz
 
@@ -96,7 +96,7 @@ def _default_factory(task_id: str) -> Any:
     return simpler_env.make(task_id)
 
 
-class SimplerEnvEnv:
+class SimplerEnvEnv(SimulatorHandle):
     """One original-SimplerEnv task. Satisfies `benchmarks.base.Env`; built by the suites'
     `make_env` (or by tests with a fake `env_factory(task_id) -> env`)."""
 
@@ -129,14 +129,7 @@ class SimplerEnvEnv:
         """Start an episode: `init_state=i` (int) or else `seed` (or 0) picks SimplerEnv's
         episode_id; `seed` also seeds the env. `instruction` goes verbatim into every observation;
         None = the env's own instruction."""
-        if init_state is not None:
-            if not isinstance(init_state, (int, np.integer)) or isinstance(init_state, bool):
-                raise BenchError(f"{self.task_id}: init_state must be a SimplerEnv episode id (int), "
-                                 f"got {type(init_state).__name__}")
-            eid = int(init_state)
-        else:
-            eid = 0 if seed is None else int(seed)
-        self.episode_id = eid % self.n_configs if self.n_configs else eid
+        self.episode_id = episode_index(self.task_id, seed, init_state, self.n_configs)
         options = {"obj_init_options": {"episode_id": self.episode_id,
                                         **google_robot.obj_init_options(self.task_id, self.episode_id)}}
         raw, _ = self._env.reset(seed=None if seed is None else int(seed), options=options)
@@ -161,19 +154,6 @@ class SimplerEnvEnv:
             if k in info:
                 out[k] = bool(np.asarray(info[k]).reshape(-1)[0])
         return self._obs(raw), success, out
-
-    def close(self) -> None:
-        env = getattr(self, "_env", None)
-        if env is not None:
-            self._env = None
-            self._ready = False
-            env.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
 
     # --- helpers -------------------------------------------------------------------------------
     def _state(self) -> np.ndarray:
