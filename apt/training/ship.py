@@ -57,6 +57,9 @@ def training_command(config: dict[str, Any], out: str) -> str:
     parts.append("--cameras " + " ".join(config.get("observation_spec", {}).get("cameras") or ["front"]))
     vlm = recipe.get("vlm_init")
     parts.append(f"--vlm {vlm}" if vlm and vlm != "random" else "--vlm none")
+    fusion = config.get("model", {}).get("fusion") or {}
+    if recipe.get("name") == "apt" and fusion.get("unfreeze_vlm"):
+        parts.append(f"--unfreeze-vlm --vlm-lr-multiplier {fusion.get('vlm_lr_multiplier')}")
     return " ".join(parts + ["--threads 1", f"--out {out}"])
 
 

@@ -36,15 +36,10 @@ def measure(suite_name: str, cameras: tuple[str, ...], size: int, steps: int) ->
 
 
 def parallel(suite_name: str, cameras: tuple[str, ...], size: int, steps: int, workers: int) -> float:
-    """Aggregate env steps/s of `workers` processes (spawned, env built inside each, as the engine's
-    workers do), each stepping its own env: total steps / wall time including env creation."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    """Aggregate env steps/s of `workers` processes, each stepping its own env (env built inside)."""
+    from benchmarks.speed.processes import aggregate_rate
 
-    t = time.perf_counter()
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        list(pool.map(measure, [suite_name] * workers, [cameras] * workers, [size] * workers, [steps] * workers))
-    return workers * steps / (time.perf_counter() - t)
+    return aggregate_rate(measure, (suite_name, cameras, size, steps), workers, steps)
 
 
 def main(argv: list[str] | None = None) -> None:
