@@ -16,11 +16,10 @@ missing. The action spec differs from the maniskill3 backend's: rotation is an a
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 from typing import Any
 
 from benchmarks.base import ActionSpec, BenchError, ObservationSpec, TaskSpec
-from benchmarks.simpler import google_robot
+from benchmarks.simpler import google_robot, stack
 from benchmarks.simpler.simpler_env_backend import ACTION_DIM, CAMERA, STATE_DIM, SimplerEnvEnv
 
 ADAPTER_VERSION = "1"  # bump when observations, actions, assets or success change
@@ -36,15 +35,6 @@ BRIDGE_ENV_IDS: dict[str, str] = {
     "widowx_put_eggplant_in_basket": "PutEggplantInBasketScene-v0",
 }
 BRIDGE_N_CONFIGS: dict[str, int] = {t: 24 for t in BRIDGE_ENV_IDS}
-
-
-def simpler_env_version() -> str:
-    for dist in ("simpler_env", "simpler-env"):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "not installed"
 
 
 def _bridge_specs() -> list[TaskSpec]:
@@ -110,7 +100,7 @@ class SimplerEnvSuite:
                         "success": "ManiSkill2_real2sim evaluate()['success']; the engine stops an "
                                    "episode at its first success"}
         return {"suite": self.name, "version": self.version, "backend": self.backend,
-                "robot": self.robot, "simpler_env": simpler_env_version(),
+                "robot": self.robot, "simpler_env": stack.simpler_env_version(),
                 "action": "float32[7] (dx,dy,dz m, base frame; axis-angle rx,ry,rz rad; gripper -1 open "
                           "+1 closed, absolute; sent relative to the Google Robot)",
                 "state": "float32[8] tcp pos (3) + tcp XYZ euler (3) + finger qpos (2), base frame",

@@ -46,18 +46,33 @@ SIMPLER_ENV_HINT = ("the original SimplerEnv is not installed: it is not on PyPI
 ASSET_PARTS = ("tasks/bridge_v2_real2sim_dataset/custom", "robots/widowx")
 
 
-def maniskill_version() -> str:
+def _dist_version(*names: str) -> str:
+    """The installed version of the first distribution found among `names`, else "not installed"."""
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "not installed"
+
+
+def _importable(module: str) -> bool:
     try:
-        return importlib.metadata.version("mani-skill")
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def maniskill_version() -> str:
+    return _dist_version("mani-skill")
+
+
+def simpler_env_version() -> str:
+    return _dist_version("simpler_env", "simpler-env")
 
 
 def have_maniskill() -> bool:
-    try:
-        return importlib.util.find_spec("mani_skill") is not None
-    except (ImportError, ValueError):
-        return False
+    return _importable("mani_skill")
 
 
 def asset_dir() -> Path:
@@ -111,10 +126,7 @@ def import_maniskill() -> Any:
 
 
 def have_simpler_env() -> bool:
-    try:
-        return importlib.util.find_spec("simpler_env") is not None
-    except (ImportError, ValueError):
-        return False
+    return _importable("simpler_env")
 
 
 def import_simpler_env() -> Any:
