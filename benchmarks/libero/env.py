@@ -72,6 +72,9 @@ class LiberoEnv(SimulatorHandle):
         self.instruction = ""
         self.init_index: int | None = None
         self._ready = False
+        self._fixture_bodies: list[tuple[str, int]] = []
+        self._fixture_joints: list[tuple[str, int]] = []
+        self._sites: list[tuple[str, int]] = []
         kwargs: dict[str, Any] = dict(
             bddl_file_name=bddl_path, has_renderer=False, ignore_done=True, horizon=_HORIZON,
             has_offscreen_renderer=bool(self.cameras), use_camera_obs=bool(self.cameras))
@@ -119,6 +122,7 @@ class LiberoEnv(SimulatorHandle):
         if raw is None:
             raw = env.env._get_observations(force_update=True)
         self._set_control(self.control)
+        self._index_fixtures()
         self._ready = True
         return self._obs(raw)
 
@@ -153,6 +157,29 @@ class LiberoEnv(SimulatorHandle):
         for robot in self._env.robots:
             robot.controller.use_delta = mode == "delta"
 
+    def _index_fixtures(self) -> None:
+        """Ids of the fixtures' bodies and joints and of the scene's named sites (regions).
+
+        robosuite rebuilds the MuJoCo model on reset, so the ids are looked up once per episode.
+        """
+        e = self._env.env
+        model = e.sim.model
+        prefixes = tuple(f"{name}_" for name in getattr(e, "fixtures_dict", {}))
+        self._fixture_bodies = [(n, i) for i in range(model.nbody)
+                                if (n := model.body_id2name(i)) and n.startswith(prefixes)]
+        self._fixture_joints = [(n, int(model.jnt_qposadr[i])) for i in range(model.njnt)
+                                if (n := model.joint_id2name(i)) and n.startswith(prefixes)]
+        self._sites = [(n, model.site_name2id(n)) for n in getattr(e, "object_sites_dict", {})]
+
+    def _fixture_state(self) -> dict[str, Any]:
+        """Privileged fixture state for scripted experts: body poses (xyz, quaternion wxyz as
+        MuJoCo stores it), joint positions and site (region) positions, all in the world frame."""
+        data = self._env.env.sim.data
+        return {"fixture_bodies": {n: (np.array(data.body_xpos[i]), np.array(data.body_xquat[i]))
+                                   for n, i in self._fixture_bodies},
+                "fixture_joints": {n: float(data.qpos[a]) for n, a in self._fixture_joints},
+                "sites": {n: np.array(data.site_xpos[i]) for n, i in self._sites}}
+
     def _obs(self, raw: dict[str, Any]) -> Observation:
         images: dict[str, np.ndarray] = {}
         for c in self.cameras:
@@ -164,5 +191,6 @@ class LiberoEnv(SimulatorHandle):
                                 raw["robot0_gripper_qpos"]]).astype(np.float32)
         privileged = {k: np.array(v) for k, v in raw.items() if not k.endswith("_image")}
         privileged["init_index"] = self.init_index
+        privileged.update(self._fixture_state())
         return Observation(images=images, state=state, instruction=self.instruction,
                            privileged=privileged)

@@ -119,10 +119,17 @@ class LiberoSuite:
                          init_states=self.init_states(task_id), protocol=self.preset,
                          image_size=int(size), cameras=cams, control=self.control)
 
-    def expert(self, task_id: str):
-        raise BenchError("apt-bench has no scripted expert for LIBERO; use LIBERO's demonstration "
-                         "datasets (HDF5 or LeRobot format) to train, and `random` or a learned "
-                         "policy to evaluate")
+    def expert(self, task_id: str, noise: float = 0.0, seed: int = 0):
+        """The scripted expert for a LIBERO-Goal scene task (benchmarks/libero/expert.py), built
+        from the task's BDDL goal; other benchmarks' scenes have no expert."""
+        from benchmarks.libero.expert import LiberoExpert
+
+        task, bddl_path = self._task_and_file(task_id)
+        if self.name != compositional_goals.BENCHMARK:
+            raise BenchError(f"apt-bench's scripted LIBERO expert covers the LIBERO-Goal scene only, not "
+                             f"{self.name}; use LIBERO's demonstration datasets (HDF5 or LeRobot format) "
+                             f"to train on {self.name}")
+        return LiberoExpert(task_id, read_bddl(bddl_path).goal, self.action_spec, noise=noise, seed=seed)
 
     # --- LIBERO specifics ----------------------------------------------------------------------
     def protocol(self) -> dict[str, Any]:

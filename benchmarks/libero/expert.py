@@ -1,0 +1,398 @@
+"""Scripted expert for LIBERO-Goal scenes: waypoints for robosuite's OSC delta controller from
+privileged object, fixture and site poses.
+
+Why: LIBERO's human demonstrations are downloads we cannot make here, and they exist only for
+LIBERO's own tasks. This expert makes demonstrations for the ten LIBERO-Goal tasks and for new
+goals in the same scene (benchmarks/libero/compositional.py), from the task's BDDL goal alone.
+
+Skills, chosen per goal atom (`plan_for`):
+- pick_place On/In(obj, target): above the grasp point -> descend -> close -> lift -> over the
+  target -> lower until the object's bottom is just above the target surface (or the descent
+  stalls on contact) -> open -> retreat. The bowl is grasped by its rim, the bottle at its neck.
+- open_drawer Open(drawer region), and before In(obj, drawer region): grasp the drawer's handle
+  from above, pull it along the drawer's slide axis until LIBERO's open range is reached, release.
+- push On(plate, table region): the plate is flat and wide, so it is pushed: the closed gripper
+  goes down behind it and drives its centre onto the region's centre.
+- turn_on Turnon(stove): the closed gripper pushes the knob's lever sideways (about the knob's
+  vertical axis) until the joint is well inside LIBERO's turn-on range.
+The gripper's orientation is held at its start orientation (top-down) by a rotation correction.
+It never reads the instruction: run in a scene where another goal is asked, it does its own task.
+
+Noise (diverse demonstrations) is seeded per episode: Gaussian action noise of std `noise` on the
+translation and a waypoint jitter of up to `noise * JITTER_M` metres.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+
+from benchmarks.base import ActionSpec, BenchError, ObservationSpec, PolicySpec
+
+ACTION_DIM = 7
+STATE_DIM = 8
+OPEN, CLOSED = -1.0, 1.0
+POS_GAIN = 10.0  # action units per metre of position error (1 unit = a 5 cm target offset)
+CARRY_GAIN = 6.0  # slower while carrying: a fast swing shakes the bottle out of the fingers
+CARRY_SPEED = {"wine_bottle": 0.4}  # action cap while carrying (default 1)
+ROT_GAIN = 1.0  # action units per radian of orientation error (1 unit = 0.5 rad)
+TABLE_Z = 0.895  # LIBERO's main_table regions: the table top the objects start on
+SAFE_DZ = 0.06  # a carried object's bottom clears the highest region (cabinet top, rack) by this
+JITTER_M = 0.01
+
+# Grasp points relative to the object's body origin (world frame; the scene's objects keep their
+# yaw across init states): the bowl by its rim (the fingers close across the rim wall along y),
+# the bottle by its neck, the cheese in the middle.
+GRASP_OFFSET: dict[str, tuple[float, float, float]] = {
+    "akita_black_bowl": (0.0, 0.045, 0.03),
+    "wine_bottle": (0.0, 0.0, 0.07),
+    "cream_cheese": (0.0, 0.0, 0.0),
+}
+APPROACH_DZ = {"wine_bottle": 0.14}  # above the grasp point before descending (default 0.08)
+PUSH_BACKSET = 0.03  # fingertips this far behind the plate's centre (away from the goal)
+PUSH_PRESS = 0.012  # pressed this far below the contact height while sliding
+PUSH_DZ = 0.015  # grip site above the plate's origin on contact (the floor is ~7 mm up)
+# Drawer handle, in the drawer body's frame (LIBERO's wooden_cabinet model, geoms g18/g29/...).
+HANDLE_LOCAL = {"top": (-0.0028, -0.1016, 0.1839), "middle": (-0.0028, -0.1016, 0.1104),
+                "bottom": (-0.0028, -0.1016, 0.0369)}
+HANDLE_REACH = 0.0  # grip site this far in front of the handle bar's centre when closing
+DRAWER_OPEN_Q = -0.152  # target slide position (LIBERO's open range is [-0.16, -0.14])
+KNOB_GRASP_LOCAL = (0.0014, 0.0, 0.035)  # over the knob's hinge, in the button body's frame
+KNOB_ON_Q = 1.0  # target knob angle (turn-on range [0.5, 2.1])
+
+
+def _quat_wxyz_to_matrix(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = (float(v) for v in q)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def _quat_xyzw_to_matrix(q: np.ndarray) -> np.ndarray:
+    x, y, z, w = (float(v) for v in q)
+    return _quat_wxyz_to_matrix(np.array([w, x, y, z]))
+
+
+def _rotation_vector(r: np.ndarray) -> np.ndarray:
+    """Axis-angle vector of a rotation matrix (angle in [0, pi])."""
+    cos = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
+    angle = float(np.arccos(cos))
+    if angle < 1e-6:
+        return np.zeros(3)
+    axis = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+    n = np.linalg.norm(axis)
+    if n < 1e-9:  # angle ~ pi: any consistent axis will do for a correction
+        axis = np.sqrt(np.clip((np.diag(r) + 1.0) / 2.0, 0.0, None))
+        n = np.linalg.norm(axis)
+    return axis / n * angle
+
+
+def _pitch_towards(direction: np.ndarray) -> np.ndarray:
+    """World rotation turning a downward-pointing gripper to point along horizontal `direction`."""
+    axis = np.cross([0.0, 0.0, -1.0], direction)
+    axis = axis / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + k + k @ k  # Rodrigues' formula at 90 degrees
+
+
+def _yaw(angle: float) -> np.ndarray:
+    """World rotation by `angle` radians about +z."""
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _category(name: str) -> str:
+    """'akita_black_bowl_1' -> 'akita_black_bowl' (LIBERO's instance names end in _<n>)."""
+    head, _, tail = name.rpartition("_")
+    return head if tail.isdigit() else name
+
+
+def plan_for(goal: tuple[tuple[str, ...], ...]) -> list[tuple[str, ...]]:
+    """Skills, in order, that make a BDDL goal (a conjunction of atoms) hold.
+
+    Raises BenchError for a predicate or object this expert has no skill for.
+    """
+    steps: list[tuple[str, ...]] = []
+    for atom in goal:
+        pred = atom[0].lower()
+        if pred == "open" and _drawer_level(atom[1]):
+            steps.append(("open_drawer", atom[1]))
+        elif pred == "turnon" and atom[1].startswith("flat_stove"):
+            steps.append(("turn_on", atom[1]))
+        elif pred == "in" and _drawer_level(atom[2]):
+            if ("open_drawer", atom[2]) not in steps:
+                steps.append(("open_drawer", atom[2]))
+            steps.append(("pick_place", atom[1], atom[2]))
+        elif pred == "on" and _category(atom[1]) == "plate" and atom[2].startswith("main_table_"):
+            steps.append(("push", atom[1], atom[2]))
+        elif pred in ("on", "in") and _category(atom[1]) in GRASP_OFFSET:
+            steps.append(("pick_place", atom[1], atom[2]))
+        else:
+            raise BenchError(f"the LIBERO scripted expert has no skill for the goal atom {atom}")
+    return steps
+
+
+def _drawer_level(region: str) -> str | None:
+    """'wooden_cabinet_1_top_region' -> 'top'; None if `region` is not a drawer's region."""
+    for level in HANDLE_LOCAL:
+        if region.startswith("wooden_cabinet") and region.endswith(f"_{level}_region"):
+            return level
+    return None
+
+
+class _Episode:
+    """One episode's script: a generator fed the latest privileged observation, yielding actions."""
+
+    def __init__(self, expert: "LiberoExpert", first: dict[str, Any], rng: np.random.Generator):
+        self.expert = expert
+        self.p = first
+        self.rng = rng
+        self.jitter = np.clip(rng.normal(0.0, expert.noise * JITTER_M, 3), -2 * JITTER_M, 2 * JITTER_M) \
+            if expert.noise > 0 else np.zeros(3)
+        self.ref_rot = _quat_xyzw_to_matrix(first["robot0_eef_quat"])
+        self.rest_z = {k[:-4]: float(v[2]) - TABLE_Z for k, v in first.items()
+                       if k.endswith("_pos") and not k.startswith("robot0") and "_to_" not in k}
+        self.grip = OPEN
+        self.done = False
+        self._script = self._run()
+
+    # --- plumbing ------------------------------------------------------------------------------
+    def step(self, privileged: dict[str, Any]) -> np.ndarray:
+        self.p = privileged
+        try:
+            return next(self._script)
+        except StopIteration:
+            self.done = True
+            return self._action(self.eef, self.grip)
+
+    @property
+    def eef(self) -> np.ndarray:
+        return np.asarray(self.p["robot0_eef_pos"], dtype=float)
+
+    def obj(self, name: str) -> np.ndarray:
+        return np.asarray(self.p[f"{name}_pos"], dtype=float)
+
+    def _action(self, target: np.ndarray, grip: float, gain: float = POS_GAIN,
+                speed: float = 1.0) -> np.ndarray:
+        d = gain * (np.asarray(target) - self.eef)
+        d = d * min(1.0, speed / max(float(np.max(np.abs(d))), 1e-9))  # keep the direction
+        if self.expert.noise > 0:
+            d = np.clip(d + self.rng.normal(0.0, self.expert.noise, 3), -1.0, 1.0)
+        rot = self.ref_rot @ _quat_xyzw_to_matrix(self.p["robot0_eef_quat"]).T
+        r = np.clip(ROT_GAIN * _rotation_vector(rot) / 0.5, -1.0, 1.0)
+        return np.array([*d, *r, grip], dtype=np.float32)
+
+    def go(self, target_fn, grip: float, tol: float = 0.006, max_steps: int = 80,
+           gain: float = POS_GAIN, speed: float = 1.0) -> Generator[np.ndarray, None, bool]:
+        """Move toward target_fn() (re-evaluated every step); True once within tol."""
+        self.grip = grip
+        for _ in range(max_steps):
+            target = np.asarray(target_fn(), dtype=float)
+            if np.linalg.norm(target - self.eef) < tol:
+                return True
+            yield self._action(target, grip, gain, speed)
+        return False
+
+    def hold(self, grip: float, n: int) -> Generator[np.ndarray, None, None]:
+        self.grip = grip
+        anchor = self.eef.copy()
+        for _ in range(n):
+            yield self._action(anchor, grip)
+
+    def rotation_error(self) -> float:
+        rot = self.ref_rot @ _quat_xyzw_to_matrix(self.p["robot0_eef_quat"]).T
+        return float(np.linalg.norm(_rotation_vector(rot)))
+
+    def settle_rotation(self, grip: float, tol: float = 0.08, max_steps: int = 30
+                        ) -> Generator[np.ndarray, None, None]:
+        """Hold position until the orientation has reached its reference."""
+        anchor = self.eef.copy()
+        for _ in range(max_steps):
+            if self.rotation_error() < tol:
+                return
+            yield self._action(anchor, grip)
+
+    def lower_until(self, target: np.ndarray, grip: float, max_steps: int = 60,
+                    stall: float = 0.0008) -> Generator[np.ndarray, None, None]:
+        """Descend toward target; stop there, or when the eef stops descending (contact)."""
+        self.grip = grip
+        still = 0
+        for _ in range(max_steps):
+            z = self.eef[2]
+            if np.linalg.norm(target - self.eef) < 0.004:
+                return
+            yield self._action(target, grip, gain=6.0)
+            still = still + 1 if z - self.eef[2] < stall else 0
+            if still >= 4:
+                return
+
+    # --- skills --------------------------------------------------------------------------------
+    def _run(self) -> Generator[np.ndarray, None, None]:
+        for skill, *args in self.expert.plan:
+            yield from getattr(self, skill)(*args)
+            yield from self.go(lambda: self.eef + [0, 0, 0.0], self.grip, max_steps=1)
+        yield from self.hold(self.grip, 5)
+
+    def _highest_site(self) -> float:
+        return max(float(v[2]) for v in self.p["sites"].values())
+
+    def pick_place(self, obj: str, target: str) -> Generator[np.ndarray, None, None]:
+        offset = np.array(GRASP_OFFSET[_category(obj)]) + self.jitter * [1, 1, 0]
+        for _attempt in range(2):
+            yield from self.go(lambda: self.obj(obj) + offset + [0, 0, APPROACH_DZ.get(_category(obj), 0.08)],
+                               OPEN, max_steps=60)
+            yield from self.go(lambda: self.obj(obj) + offset, OPEN, tol=0.004, max_steps=40)
+            yield from self.hold(CLOSED, 12)
+            grasp_dz = float(self.eef[2] - self.obj(obj)[2])  # the object hangs this far below
+            carry = max(self._highest_site() + SAFE_DZ + grasp_dz, self.eef[2] + 0.1)
+            yield from self.go(lambda: np.array([*self.eef[:2], carry]), CLOSED, tol=0.02, max_steps=40)
+            if self.obj(obj)[2] > TABLE_Z + self.rest_z.get(obj, 0.0) + 0.05:
+                break  # lifted
+            yield from self.hold(OPEN, 8)  # missed: open and try again
+        surface = self._surface(target)
+        rel = self.eef - self.obj(obj)  # the object may sit off-centre between the fingers
+
+        def over() -> np.ndarray:
+            t = self._target_xy(target, obj)
+            return np.array([t[0] + rel[0], t[1] + rel[1], carry])
+
+        yield from self.go(over, CLOSED, tol=0.01, max_steps=80, gain=CARRY_GAIN,
+                           speed=CARRY_SPEED.get(_category(obj), 1.0))
+        yield from self.go(over, CLOSED, tol=0.004, max_steps=20, gain=6.0)
+        release = over()
+        release[2] = surface + self.rest_z.get(obj, 0.0) + grasp_dz + 0.015
+        yield from self.lower_until(release, CLOSED)
+        yield from self.hold(OPEN, 12)
+        yield from self.go(lambda: self.eef + [0, 0, 0.05], OPEN, max_steps=15)
+
+    def _surface(self, target: str) -> float:
+        """Height the placed object's bottom should come to rest at."""
+        if target in self.p["sites"]:
+            return float(self.p["sites"][target][2])
+        return float(self.obj(target)[2]) + (0.008 if _category(target) == "plate" else 0.01)
+
+    def _target_xy(self, target: str, obj: str) -> np.ndarray:
+        if target in self.p["sites"]:
+            return np.asarray(self.p["sites"][target][:2]) + self.jitter[:2]
+        return self.obj(target)[:2] + self.jitter[:2]
+
+    def _body_point(self, body: str, local: tuple[float, float, float]) -> np.ndarray:
+        pos, quat = self.p["fixture_bodies"][body]
+        return np.asarray(pos) + _quat_wxyz_to_matrix(quat) @ np.asarray(local)
+
+    def open_drawer(self, region: str) -> Generator[np.ndarray, None, None]:
+        """Grasp the handle from the front and pull. The handles sit under the cabinet top and
+        each other, so the gripper is pitched 90 degrees to point into the cabinet (its fingers
+        then close vertically around the horizontal bar) and turned back afterwards."""
+        level = _drawer_level(region)
+        assert level is not None
+        cabinet = region[: -len(f"_{level}_region")]
+        body, joint = f"{cabinet}_cabinet_{level}", f"{cabinet}_{level}_level"
+        if self.p["fixture_joints"][joint] <= DRAWER_OPEN_Q + 0.005:
+            return
+        _, quat = self.p["fixture_bodies"][body]
+        pull = -_quat_wxyz_to_matrix(quat) @ np.array([0.0, 1.0, 0.0])  # opening = negative slide
+        down = self.ref_rot
+        self.ref_rot = _pitch_towards(-pull) @ down
+
+        def handle() -> np.ndarray:
+            return self._body_point(body, HANDLE_LOCAL[level])
+
+        yield from self.go(lambda: handle() + pull * 0.12 + [0, 0, 0.03], OPEN, tol=0.01, max_steps=60)
+        yield from self.go(lambda: handle() + pull * 0.12, OPEN, tol=0.01, max_steps=30)
+        yield from self.go(lambda: handle() + pull * HANDLE_REACH, OPEN, tol=0.004, max_steps=40, gain=6.0)
+        yield from self.hold(CLOSED, 10)
+        for _ in range(80):
+            if self.p["fixture_joints"][joint] <= DRAWER_OPEN_Q:
+                break
+            yield self._action(handle() + pull * 0.04, CLOSED)
+        yield from self.hold(OPEN, 8)
+        yield from self.go(lambda: handle() + pull * 0.15, OPEN, tol=0.01, max_steps=30)
+        self.ref_rot = down
+        yield from self.settle_rotation(OPEN, max_steps=40)
+        yield from self.go(lambda: self.eef * [1, 1, 0] + [0, 0, handle()[2] + 0.10], OPEN, tol=0.01,
+                           max_steps=30)
+
+    def push(self, obj: str, region: str) -> Generator[np.ndarray, None, None]:
+        """Slide the plate: the closed fingertips press on the plate's floor, just off its centre
+        on the side away from the goal, and move toward the goal (friction and the rim carry it).
+        Reaching behind the plate is not possible: it starts next to the cabinet."""
+        def goal() -> np.ndarray:
+            return np.asarray(self.p["sites"][region][:2]) + self.jitter[:2]
+
+        def contact(press: float) -> np.ndarray:
+            c = self.obj(obj)[:2]
+            d = (goal() - c) / max(np.linalg.norm(goal() - c), 1e-6)
+            return np.array([*(c - d * PUSH_BACKSET), self.obj(obj)[2] + PUSH_DZ - press])
+
+        down = self.ref_rot
+        self.ref_rot = _yaw(np.pi / 2) @ down  # the hand's wide (finger) axis along x, clear of the cabinet
+        yield from self.go(lambda: contact(0.0) + [0, 0, 0.08], CLOSED, max_steps=60)
+        yield from self.go(lambda: contact(0.0), CLOSED, tol=0.004, max_steps=30)
+        for _ in range(120):
+            err = goal() - self.obj(obj)[:2]
+            if np.linalg.norm(err) < 0.01:
+                break
+            # A speed command, not a position target: the plate's friction holds a stiff-ish
+            # position servo still, so drive the fingers a fixed distance ahead each step.
+            ahead = err / max(np.linalg.norm(err), 1e-6) * min(np.linalg.norm(err) + 0.02, 0.05)
+            target = contact(PUSH_PRESS)
+            yield self._action(np.array([*(self.eef[:2] + ahead), target[2]]), CLOSED)
+        yield from self.go(lambda: self.eef + [0, 0, 0.08], CLOSED, max_steps=20)
+        self.ref_rot = down
+
+    def turn_on(self, stove: str) -> Generator[np.ndarray, None, None]:
+        """Grasp the knob's bar over its hinge and twist the gripper about +z (positive rotation
+        turns the stove on) until the joint is well inside LIBERO's turn-on range."""
+        body = joint = f"{stove}_button"
+        hub = self._body_point(body, KNOB_GRASP_LOCAL)
+        yield from self.go(lambda: hub + [0, 0, 0.08], OPEN, max_steps=60)
+        yield from self.go(lambda: hub, OPEN, tol=0.004, max_steps=40)
+        yield from self.hold(CLOSED, 10)
+        down = self.ref_rot
+        angle = 0.0
+        for _ in range(60):
+            if self.p["fixture_joints"][joint] >= KNOB_ON_Q:
+                break
+            angle = min(angle + 0.08, KNOB_ON_Q + 0.4)
+            self.ref_rot = _yaw(angle) @ down
+            yield self._action(hub, CLOSED)
+        yield from self.hold(OPEN, 8)
+        yield from self.go(lambda: hub + [0, 0, 0.08], OPEN, max_steps=20)
+        self.ref_rot = down
+
+
+class LiberoExpert:
+    """Scripted expert for one LIBERO task; satisfies `benchmarks.base.Policy` (chunk = 1).
+
+    Reads only `obs["privileged"]` (LiberoEnv fills it with object, fixture and site poses).
+    """
+
+    def __init__(self, task_id: str, goal: tuple[tuple[str, ...], ...], action_spec: ActionSpec,
+                 noise: float = 0.0, seed: int = 0):
+        self.task_id = task_id
+        self.goal = tuple(tuple(a) for a in goal)
+        self.plan = plan_for(self.goal)
+        self.noise = float(noise)
+        self.seed = int(seed)
+        self.spec = PolicySpec(action=action_spec, observation=ObservationSpec(cameras=(), state_dim=STATE_DIM),
+                               chunk=1)
+        self._rng = np.random.default_rng(seed)
+        self._episodes: list[_Episode] = []
+
+    def reset(self) -> None:
+        self._episodes = []
+
+    def act(self, observations: list) -> np.ndarray:
+        """float32[B, 1, 7]; observation i continues episode i since the last reset()."""
+        out = np.zeros((len(observations), 1, ACTION_DIM), dtype=np.float32)
+        for i, obs in enumerate(observations):
+            p = obs["privileged"]
+            if "fixture_bodies" not in p:
+                raise BenchError("the LIBERO expert needs LiberoEnv's privileged fixture state")
+            if i >= len(self._episodes):
+                self._episodes.append(_Episode(self, p, np.random.default_rng(self._rng.integers(2**63))))
+            out[i, 0] = self._episodes[i].step(p)
+        return out
