@@ -232,7 +232,6 @@ class _Episode:
     def _run(self) -> Generator[np.ndarray, None, None]:
         for skill, *args in self.expert.plan:
             yield from getattr(self, skill)(*args)
-            yield from self.go(lambda: self.eef + [0, 0, 0.0], self.grip, max_steps=1)
         yield from self.hold(self.grip, 5)
 
     def _highest_site(self) -> float:
@@ -255,7 +254,7 @@ class _Episode:
         rel = self.eef - self.obj(obj)  # the object may sit off-centre between the fingers
 
         def over() -> np.ndarray:
-            t = self._target_xy(target, obj)
+            t = self._target_xy(target)
             return np.array([t[0] + rel[0], t[1] + rel[1], carry])
 
         yield from self.go(over, CLOSED, tol=0.01, max_steps=80, gain=CARRY_GAIN,
@@ -273,7 +272,7 @@ class _Episode:
             return float(self.p["sites"][target][2])
         return float(self.obj(target)[2]) + (0.008 if _category(target) == "plate" else 0.01)
 
-    def _target_xy(self, target: str, obj: str) -> np.ndarray:
+    def _target_xy(self, target: str) -> np.ndarray:
         if target in self.p["sites"]:
             return np.asarray(self.p["sites"][target][:2]) + self.jitter[:2]
         return self.obj(target)[:2] + self.jitter[:2]
@@ -376,7 +375,6 @@ class LiberoExpert:
         self.goal = tuple(tuple(a) for a in goal)
         self.plan = plan_for(self.goal)
         self.noise = float(noise)
-        self.seed = int(seed)
         self.spec = PolicySpec(action=action_spec, observation=ObservationSpec(cameras=(), state_dim=STATE_DIM),
                                chunk=1)
         self._rng = np.random.default_rng(seed)
