@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--init", default=None, help="Stage-1 checkpoint for --stage 2")
     trn.add_argument("--cameras", nargs="+", default=["front"])
     trn.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    trn.add_argument("--compile", action="store_true", help="torch.compile the training step (GPU runs)")
     trn.add_argument("--vl-ratio", type=float, default=0.25,
                      help="discrete/ki: vision-language examples per action example in a batch")
     trn.add_argument("--action-vocab", type=_positive_int, default=None,

@@ -165,3 +165,26 @@ def test_hf_paligemma_masks_and_language_free_image_tokens():
     assert oa.lang_mask.sum(1).tolist() == [6, 2]
     for ha, hb in zip(oa.hidden_states, ob.hidden_states):
         assert torch.equal(ha[:, :n_img], hb[:, :n_img])
+
+
+def test_gpu_real_size_benchmark_runs_its_code_path_on_a_tiny_qwen3_vl(tmp_path):
+    """benchmarks/speed/gpu_real_size.py (run on a lent H100 at Qwen3-VL-2B size) on a tiny Qwen3-VL:
+    bf16 run + fp32 reference per recipe, real chunk shapes, and a clear refusal without a GPU."""
+    import json
+    import math
+
+    from benchmarks.speed import gpu_real_size
+
+    out = tmp_path / "gpu.json"
+    gpu_real_size.main(["--size", "tiny", "--device", "cpu", "--policies", "apt_pi0", "discrete_pi0",
+                        "--steps", "1", "--batch-size", "2", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["policy"], r["precision"]) for r in rows] == [
+        ("apt_pi0", "bf16"), ("apt_pi0", "fp32"), ("discrete_pi0", "bf16"), ("discrete_pi0", "fp32")]
+    for r in rows:
+        assert r["chunk_shape"] == [2, 50, 7], r  # the real presets' chunk (H=50, A=7)
+        assert 0 < r["trainable_m"] < r["params_m"] and math.isfinite(r["final_loss"]), r
+    assert all(r["chunk_finite"] for r in rows if r["policy"] == "apt_pi0")  # flow samples are always finite
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no GPU"):
+            gpu_real_size.main(["--device", "cuda"])

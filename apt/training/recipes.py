@@ -27,7 +27,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from safetensors.torch import load_file, save_file
 
 from benchmarks.base import BenchError, Suite
 from apt.registry import LEARNED_POLICIES, get_suite, unknown
+
+if TYPE_CHECKING:
+    from apt.training.trainer import TrainConfig
 
 TRAINABLE = LEARNED_POLICIES + ("vlm_tiny",)
 VLM_FILE = "vlm.safetensors"
@@ -64,6 +67,15 @@ class RecipeOptions:
     action_vocab: int | None = None  # discrete / ki: FAST BPE vocabulary (default: the preset's)
     unfreeze_vlm: bool = False  # apt only: Stage 2 also trains the VLM trunk (FusionConfig.unfreeze_vlm)
     vlm_lr_multiplier: float | None = None  # apt only: its LR / base LR (default: the preset's)
+    compile: bool = False  # torch.compile the training step (GPU runs; off by default: CPU gains nothing)
+
+
+def _train_config(opts: RecipeOptions, n_steps: int, seed_salt: int = 0) -> TrainConfig:
+    """One stage's optimiser settings from the CLI options (warm-up: 10% of the steps, at most 100)."""
+    from apt.training.trainer import TrainConfig  # noqa: F811 (lazy: the trainer pulls in tqdm and more)
+
+    return TrainConfig(steps=max(1, n_steps), batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed + seed_salt,
+                       device=opts.device, warmup_steps=min(100, max(1, n_steps // 10)), compile=opts.compile)
 
 
 def _split_name(policy: str) -> tuple[str, str]:
@@ -119,13 +131,13 @@ def train(policy: str, suite: str = "tabletop", demos: str | None = None, out: s
           preset: str | None = None, vlm: str | None = None, stage: int | None = None,
           init: str | None = None, cameras: tuple[str, ...] | list[str] = ("front",),
           threads: int | None = None, vl_ratio: float = 0.25, action_vocab: int | None = None,
-          unfreeze_vlm: bool = False, vlm_lr_multiplier: float | None = None) -> int:
+          unfreeze_vlm: bool = False, vlm_lr_multiplier: float | None = None, compile: bool = False) -> int:
     """`apt-bench train`: run a recipe and write a checkpoint directory."""
     opts = RecipeOptions(policy=policy, suite=suite, demos=demos, out=out or f"runs/checkpoints/{policy}",
                          steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, preset=preset,
                          vlm=vlm, stage=stage, init=init, cameras=tuple(cameras), threads=threads,
                          vl_ratio=vl_ratio, action_vocab=action_vocab, unfreeze_vlm=unfreeze_vlm,
-                         vlm_lr_multiplier=vlm_lr_multiplier)
+                         vlm_lr_multiplier=vlm_lr_multiplier, compile=compile)
     if opts.threads:
         torch.set_num_threads(opts.threads)
     recipe, arch = _split_name(opts.policy)
@@ -196,7 +208,7 @@ def _train_policy(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -> 
     from apt.models.policy_model import VLAModel, stage2_from_stage1
     from apt.training.batches import build_training_data, fit_normalizers
     from apt.training.checkpoints import read_meta, save_checkpoint
-    from apt.training.trainer import TrainConfig, train_loop
+    from apt.training.trainer import train_loop
 
     if opts.stage is not None and recipe != "apt":
         raise BenchError(f"--stage applies to apt recipes only, not {opts.policy}")
@@ -237,11 +249,6 @@ def _train_policy(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -> 
     per_rank = distributed.per_rank_batch(opts.batch_size, ctx)
     rank_seed = opts.seed + 1000 * ctx.rank  # ranks draw different batches
 
-    def stage_cfg(n_steps: int, salt: int) -> TrainConfig:
-        return TrainConfig(steps=max(1, n_steps), batch_size=opts.batch_size, lr=opts.lr,
-                           seed=opts.seed + salt, device=opts.device,
-                           warmup_steps=min(100, max(1, n_steps // 10)))
-
     t0 = time.perf_counter()
     history: dict[str, Any] = {}
     if recipe == "apt":
@@ -249,17 +256,18 @@ def _train_policy(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -> 
         stages = {None: ("stage1", "stage2"), 1: ("stage1",), 2: ("stage2",)}[opts.stage]
         if "stage1" in stages:
             res = train_loop(model, model.param_groups(opts.lr), data.sampler(per_rank, rank_seed),
-                             stage_cfg(n1 if len(stages) == 2 else opts.steps, 0), desc=f"{opts.policy} stage 1")
+                             _train_config(opts, n1 if len(stages) == 2 else opts.steps, 0),
+                             desc=f"{opts.policy} stage 1")
             history["stage1"] = _summary(res)
         if "stage2" in stages:
             model = stage2_from_stage1(model)
             res = train_loop(model, model.param_groups(opts.lr), data.sampler(per_rank, rank_seed + 1),
-                             stage_cfg(opts.steps - n1 if len(stages) == 2 else opts.steps, 1),
+                             _train_config(opts, opts.steps - n1 if len(stages) == 2 else opts.steps, 1),
                              desc=f"{opts.policy} stage 2")
             history["stage2"] = _summary(res)
     else:
         res = train_loop(model, model.param_groups(opts.lr), data.sampler(per_rank, rank_seed),
-                         stage_cfg(opts.steps, 0), desc=opts.policy)
+                         _train_config(opts, opts.steps, 0), desc=opts.policy)
         history["full"] = _summary(res)
     wall = time.perf_counter() - t0
 
@@ -295,7 +303,7 @@ def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -
     from apt.training import distributed
     from apt.training.batches import build_training_data, fit_normalizers
     from apt.training.checkpoints import save_checkpoint
-    from apt.training.trainer import TrainConfig, train_loop
+    from apt.training.trainer import train_loop
     from apt.training.vl_data import build_vl_data, discrete_batches, render_scenes
 
     if opts.stage is not None:
@@ -338,8 +346,7 @@ def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -
     batches = discrete_batches(data, action_tokens, vl, per_rank, vl_batch, opts.seed + 1000 * ctx.rank)
     t0 = time.perf_counter()
     res = train_loop(model, model.param_groups(opts.lr), batches,
-                     TrainConfig(steps=opts.steps, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed,
-                                 device=opts.device, warmup_steps=min(100, max(1, opts.steps // 10))),
+                     _train_config(opts, opts.steps),
                      desc=opts.policy)
     wall = time.perf_counter() - t0
     ratio = float(cfg.chunk_len * cfg.action_dim / np.mean(lengths))
