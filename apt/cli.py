@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     dem.add_argument("--workers", type=_non_negative_int, default=None)
     dem.add_argument("--seed", type=_non_negative_int, default=0)
     dem.add_argument("--image-size", type=_positive_int, default=96)
+    dem.add_argument("--format", default=None, choices=("apt-bench-demos", "libero_hdf5"),
+                     help="on-disk format (default: the suite's native one, e.g. LIBERO HDF5 for "
+                          "libero_goal; else apt-bench's)")
+    dem.add_argument("--tasks", nargs="+", default=None, help="only these training task ids")
     dem.set_defaults(handler=_call("apt.training.data:demos_command"))
     trn = sub.add_parser("train", help="train a policy with its recipe and write a checkpoint")
     trn.add_argument("--policy", required=True,

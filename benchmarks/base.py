@@ -127,9 +127,28 @@ class Policy(Protocol):
     def act(self, observations: list[Observation]) -> np.ndarray: ...
 
 
+@dataclass(frozen=True)
+class DemoRecording:
+    """How a suite's scripted-expert demonstrations are recorded (optional `Suite.demo_recording`).
+
+    reset_options: extra `Env.reset` keywords for demonstration episodes (LIBERO: fresh layouts
+      sampled from the seed instead of the 50 fixed evaluation starts).
+    record_keys: `Observation.privileged` arrays kept per step for a native writer (LIBERO: the
+      MuJoCo state and joint positions its HDF5 files hold).
+    native_format: the format `apt-bench demos` writes by default (a `demo_formats` name), None =
+      apt-bench's own.
+    """
+
+    reset_options: Mapping[str, Any] = field(default_factory=dict)
+    record_keys: tuple[str, ...] = ()
+    native_format: str | None = None
+
+
 @runtime_checkable
 class Suite(Protocol):
-    """A set of tasks, a way to build environments for them, and (where one exists) an expert."""
+    """A set of tasks, a way to build environments for them, and (where one exists) an expert.
+
+    A suite may also define `demo_recording: DemoRecording` (see there)."""
 
     name: str
     version: str

@@ -187,6 +187,13 @@ def test_env_reset_and_step(name):
             env.step(np.zeros(4))
         with pytest.raises(BenchError, match="out of range"):
             env.reset(init_state=50)
+        with pytest.raises(BenchError, match="'sampled'"):
+            env.reset(init_state="random")
+        a = env.reset(seed=7, init_state="sampled")["privileged"]["sim_state"]
+        b = env.reset(seed=7, init_state="sampled")["privileged"]["sim_state"]
+        c = env.reset(seed=8, init_state="sampled")["privileged"]["sim_state"]
+        np.testing.assert_array_equal(a, b)  # a seed fixes the sampled layout
+        assert np.abs(a[1:] - c[1:]).max() > 1e-3 and env.init_index is None
     finally:
         env.close()
 

@@ -55,12 +55,13 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from benchmarks.base import BenchError, Suite, TaskSpec
+from benchmarks.base import BenchError, DemoRecording, Suite, TaskSpec
 
 FORMAT = "apt-bench-demos"
 FORMAT_VERSION = 1
 DEMO_SEED_BASE = 1_000_000_000  # demo layout seeds live in [1e9, 2e9): disjoint from eval seeds
 META_FILE = "meta.json"
+GENERATION_FILE = "generation.json"  # generate_demos' record beside a native-format dataset
 STEPS_FILE = "steps.parquet"
 _PARTIAL_MARKER = ".apt-bench-partial"
 # Seeded zero-mean action noise (normalised units) of the expert while recording: the states
@@ -130,9 +131,17 @@ def _init_worker(suite_name: str, image_size: int, cameras: tuple[str, ...],
         from apt.registry import get_suite
 
         suite = get_suite(suite_name)
+    rec = demo_recording(suite)
     _W.clear()
     _W.update(suite=suite, image_size=image_size, cameras=cameras, episode_dir=Path(episode_dir),
-              noise=noise, env=None, env_task=None)
+              noise=noise, env=None, env_task=None, reset_options=dict(rec.reset_options),
+              record_keys=rec.record_keys)
+
+
+def demo_recording(suite: Suite) -> DemoRecording:
+    """The suite's `demo_recording` (benchmarks.base.DemoRecording), or the default one."""
+    rec = getattr(suite, "demo_recording", None)
+    return rec if isinstance(rec, DemoRecording) else DemoRecording()
 
 
 def _worker_env(task_id: str) -> Any:
@@ -164,9 +173,10 @@ def _run_job(job: _Job) -> _Result:
         expert = _W["suite"].expert(job.task_id, **_expert_options(_W["suite"], job.seed,
                                                                     _W["noise"]))
         expert.reset()
-        obs = env.reset(seed=job.seed, instruction=job.instruction)
+        obs = env.reset(seed=job.seed, instruction=job.instruction, **_W["reset_options"])
         cams = _W["cameras"]
         images: dict[str, list[np.ndarray]] = {c: [] for c in cams}
+        extras: dict[str, list[np.ndarray]] = {k: [] for k in _W["record_keys"]}
         states, actions, successes = [], [], []
         success = False
         while len(actions) < job.max_steps and not success:
@@ -174,6 +184,8 @@ def _run_job(job: _Job) -> _Result:
             for action in chunk:
                 for c in cams:
                     images[c].append(np.asarray(obs["images"][c], dtype=np.uint8))
+                for k in extras:
+                    extras[k].append(np.asarray(obs["privileged"][k]))
                 states.append(np.asarray(obs["state"], dtype=np.float32))
                 actions.append(action)
                 obs, _done, info = env.step(action)
@@ -185,6 +197,7 @@ def _run_job(job: _Job) -> _Result:
             flags = np.asarray(successes, dtype=bool)
             arrays = {"state": np.stack(states), "action": np.stack(actions), "success": flags}
             arrays.update({f"image_{c}": np.stack(images[c]) for c in cams})
+            arrays.update({f"extra_{k}": np.stack(v) for k, v in extras.items()})
             np.savez(_W["episode_dir"] / f"{job.index:07d}.npz", **arrays)
         return _Result(job.index, job.task_id, success, len(actions))
     except BenchError:
@@ -209,7 +222,7 @@ def _plan(tasks: Sequence[TaskSpec], train_entries: dict[str, list[Any]], episod
 
 
 def _prepare_out(out_dir: Path) -> Path:
-    if (out_dir / META_FILE).exists():
+    if (out_dir / META_FILE).exists() or (out_dir / GENERATION_FILE).exists():
         raise BenchError(f"{out_dir} already holds demonstrations; pass another --out or delete it")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise BenchError(f"{out_dir} exists and is not an empty directory; pass another --out")
@@ -226,12 +239,16 @@ def _prepare_out(out_dir: Path) -> Path:
 def generate_demos(suite: Suite, out_dir: str | Path, episodes_per_task: int = 50,
                    workers: int | None = None, seed: int = 0, image_size: int = 96, *,
                    tasks: Sequence[str] | None = None, cameras: Sequence[str] | None = None,
-                   expert_noise: float = DEFAULT_EXPERT_NOISE, progress: bool = True) -> DemoSummary:
+                   expert_noise: float = DEFAULT_EXPERT_NOISE, progress: bool = True,
+                   fmt: str | None = None) -> DemoSummary:
     """Roll the suite's expert on every training task with its train.yaml instructions.
 
-    `tasks` restricts generation to some training task ids (tests); `cameras` defaults to every
-    camera the suite offers; `workers` None = os.cpu_count(), 0 = in-process; `expert_noise` is
-    passed to experts that take a `noise` argument (recorded in meta.json).
+    `tasks` restricts generation to some training task ids; `cameras` defaults to every camera
+    the suite offers; `workers` None = os.cpu_count(), 0 = in-process; `expert_noise` is passed to
+    experts that take a `noise` argument (recorded in meta.json). `fmt`: FORMAT (apt-bench's own),
+    or a native format the suite's `demo_recording` names (LIBERO: "libero_hdf5", one
+    `<task name>_demo.hdf5` per task, with the generation record in GENERATION_FILE instead of
+    meta.json); None = the suite's native format if it has one.
     """
     from tqdm.auto import tqdm
 
@@ -261,6 +278,11 @@ def generate_demos(suite: Suite, out_dir: str | Path, episodes_per_task: int = 5
     if missing:
         raise BenchError(f"{train_set.source} has no instruction for training task(s) {missing}")
     cams = tuple(cameras) if cameras is not None else tuple(suite.observation_spec.cameras)
+    native = demo_recording(suite).native_format
+    fmt = fmt or native or FORMAT
+    if fmt not in (FORMAT, native):
+        raise BenchError(f"suite {suite.name!r} writes demonstrations as {FORMAT!r}"
+                         + (f" or {native!r}" if native else "") + f", not {fmt!r}")
     jobs = _plan(chosen, by_task, episodes_per_task, seed)
 
     out_dir = Path(out_dir)
@@ -297,7 +319,12 @@ def generate_demos(suite: Suite, out_dir: str | Path, episodes_per_task: int = 5
         shutil.rmtree(partial)
         raise BenchError(f"no successful expert episode out of {len(jobs)}"
                          + (f"; first error: {first}" if first else "") + "; nothing written")
-    data_hash, frames = _assemble(partial, [jobs[r.index] for r in kept], cams)
+    if fmt == FORMAT:
+        data_hash, frames = _assemble(partial, [jobs[r.index] for r in kept], cams)
+    else:
+        from apt.training.demo_formats import write_native
+
+        data_hash, frames = write_native(fmt, partial, [jobs[r.index] for r in kept], cams, suite)
     per_task = {t.task_id: 0 for t in chosen}
     failed = {t.task_id: 0 for t in chosen}
     errors = {t.task_id: 0 for t in chosen}
@@ -310,8 +337,8 @@ def generate_demos(suite: Suite, out_dir: str | Path, episodes_per_task: int = 5
             failed[r.task_id] += 1
     first_error = next((r.error for r in sorted(results, key=lambda r: r.index) if r.error), "")
     meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format": fmt,
+        "format_version": FORMAT_VERSION if fmt == FORMAT else None,
         "suite": suite.name,
         "suite_version": str(suite.version),
         "image_size": image_size,
@@ -330,10 +357,13 @@ def generate_demos(suite: Suite, out_dir: str | Path, episodes_per_task: int = 5
         "seed": seed,
         "expert_noise": expert_noise if "noise" in inspect.signature(suite.expert).parameters
         else None,
+        "reset_options": dict(demo_recording(suite).reset_options),
         "seed_rule": "layout seed = 1e9 + sha256('apt-bench-demos', seed, task_id, episode) mod 1e9",
-        "data_hash": data_hash,
+        # apt-bench format: the dataset's data_hash (load_demos checks it); native formats: a hash
+        # of the written arrays (their loaders compute their own data_hash when read).
+        ("data_hash" if fmt == FORMAT else "content_hash"): data_hash,
     }
-    (partial / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    (partial / (META_FILE if fmt == FORMAT else GENERATION_FILE)).write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(episode_dir)
     (partial / _PARTIAL_MARKER).unlink()
     if out_dir.exists():
@@ -579,17 +609,17 @@ def load_demos(path: str | Path, suite: str | None = None, suite_version: str | 
 
 
 def demos_command(suite: str, out: str, episodes_per_task: int, workers: int | None, seed: int,
-                  image_size: int) -> int:
+                  image_size: int, format: str | None = None, tasks: Sequence[str] | None = None) -> int:
     """`apt-bench demos`: generate and summarise; exit 1 if a task ended with no episode or an
     episode raised."""
     from apt.registry import get_suite
 
     s = get_suite(suite)
     summary = generate_demos(s, out, episodes_per_task=episodes_per_task, workers=workers,
-                             seed=seed, image_size=image_size)
+                             seed=seed, image_size=image_size, fmt=format, tasks=tasks)
     attempted = summary.episodes + summary.failed + summary.errors
     print(f"wrote {summary.episodes} episodes ({summary.frames} frames) of {len(summary.per_task)} "
-          f"tasks to {summary.path} in {summary.seconds:.1f} s; data_hash {summary.data_hash[:16]}")
+          f"tasks to {summary.path} in {summary.seconds:.1f} s; hash {summary.data_hash[:16]}")
     print(f"expert: {summary.episodes}/{attempted} episodes succeeded, {summary.failed} failed "
           f"(dropped), {summary.errors} raised")
     empty = [t for t, n in summary.per_task.items() if n == 0]

@@ -55,6 +55,7 @@ written there, keyed by the data_hash. No suite version is recorded: external da
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -393,7 +394,7 @@ def load_libero_hdf5(path: str | Path, *, cameras: Mapping[str, str] | Sequence[
                         raise BenchError(f"{where}: obs/{obs_key} frames are {list(ds.shape[1:])}, other "
                                          f"demos' {list(shapes[obs_key])}; pass image_size=... to resize")
                 plan.append((file, key, t))
-                labels.append((task_id, instruction))
+                labels.append((task_id, _attr_text(demo.attrs, "language_instruction") or instruction))
     if not plan:
         raise BenchError(f"{path}: no demonstrations to load")
 
@@ -450,6 +451,93 @@ def load_libero_hdf5(path: str | Path, *, cameras: Mapping[str, str] | Sequence[
                    instruction_ids=["libero:problem_info"] * len(plan),
                    instructions=[ins for _, ins in labels], success=np.concatenate(success),
                    rewards=np.concatenate(rewards), images=images, compute_hash=compute_hash)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing LIBERO HDF5 (scripted-expert demonstrations of a LIBERO suite)
+
+
+def write_native(fmt: str, folder: Path, jobs: Sequence[Any], cameras: Sequence[str], suite: Any) -> tuple[str, int]:
+    """Write the kept episodes of `generate_demos` (folder/episodes/<index>.npz, in `jobs` order) in
+    a native format; returns (content hash, frames)."""
+    writers: dict[str, Callable[..., tuple[str, int]]] = {LIBERO_HDF5: write_libero_hdf5}
+    if fmt not in writers:
+        raise BenchError(f"no writer for demonstration format {fmt!r}; writers: {', '.join(writers)}")
+    return writers[fmt](folder, jobs, cameras, suite)
+
+
+def write_libero_hdf5(folder: Path, jobs: Sequence[Any], cameras: Sequence[str], suite: Any) -> tuple[str, int]:
+    """One `<task name>_demo.hdf5` per task in LIBERO's layout (module docstring), readable by
+    `load_libero_hdf5` and by LIBERO's/robomimic's own tools.
+
+    Per demo: actions, states (the MuJoCo state of every step, `LiberoEnv`'s privileged
+    "sim_state"), rewards and dones (1 on the last, successful step), obs/<camera>_rgb, ee_pos,
+    ee_ori (axis-angle), ee_states, gripper_states, joint_states. Frames are stored upright as the
+    env renders them (macros_image_convention "opencv", so readers do not rotate them). Extra
+    attributes LIBERO does not have: per demo `language_instruction` (the exact label), the layout
+    `init_seed` and `instruction_id`. Images are gzip-compressed. The returned hash is a sha256 over
+    the written arrays in file and demo order.
+    """
+    try:
+        import h5py
+    except ImportError:
+        raise BenchError("writing LIBERO HDF5 demonstrations needs h5py: pip install 'apt-bench[libero]'") from None
+    obs_key = {cam: key for key, cam in LIBERO_CAMERAS.items()}
+    unknown_cams = [c for c in cameras if c not in obs_key]
+    if unknown_cams:
+        raise BenchError(f"LIBERO HDF5 stores the cameras {list(obs_key)}, not {unknown_cams}")
+    tasks = {t.task_id: t for t in suite.tasks()}
+    by_task: dict[str, list[Any]] = {}
+    for job in jobs:
+        by_task.setdefault(job.task_id, []).append(job)
+    digest = hashlib.sha256()
+    frames = 0
+    for task_id, task_jobs in by_task.items():
+        name = tasks[task_id].attributes.get("name") or task_id.replace("/", "_")
+        bddl = f"libero/libero/bddl_files/{suite.name}/{name}.bddl"  # LIBERO's package-relative path
+        with h5py.File(folder / f"{name}_demo.hdf5", "w") as f:
+            data = f.create_group("data")
+            first = np.load(folder / "episodes" / f"{task_jobs[0].index:07d}.npz")
+            size = int(first[f"image_{cameras[0]}"].shape[1]) if cameras else 0
+            data.attrs["bddl_file_name"] = bddl
+            data.attrs["problem_info"] = json.dumps({"problem_name": name, "domain_name": "robosuite",
+                                                     "language_instruction": tasks[task_id].instruction})
+            data.attrs["env_args"] = json.dumps({"type": 1, "env_name": "ControlEnv", "env_kwargs": {
+                "bddl_file_name": bddl, "camera_names": [obs_key[c][: -len("_rgb")] for c in cameras],
+                "camera_heights": size, "camera_widths": size, "controller": "OSC_POSE"}})
+            data.attrs["macros_image_convention"] = "opencv"
+            data.attrs["source"] = f"apt-bench scripted expert ({suite.name} {suite.version})"
+            total = 0
+            for i, job in enumerate(task_jobs):
+                ep = np.load(folder / "episodes" / f"{job.index:07d}.npz")
+                state = np.asarray(ep["state"], dtype=np.float64)
+                t = len(state)
+                done = np.zeros(t, dtype=np.uint8)
+                done[-1] = 1  # kept episodes end on the step that succeeded
+                g = data.create_group(f"demo_{i}")
+                g.attrs.update(num_samples=t, language_instruction=job.instruction,
+                               instruction_id=job.instruction_id, init_seed=job.seed)
+                arrays = {"actions": np.asarray(ep["action"], dtype=np.float64), "rewards": done, "dones": done}
+                if "extra_sim_state" in ep:
+                    arrays["states"] = np.asarray(ep["extra_sim_state"], dtype=np.float64)
+                obs = {"ee_pos": state[:, :3], "ee_ori": state[:, 3:6], "ee_states": state[:, :6],
+                       "gripper_states": state[:, 6:8]}
+                if "extra_robot0_joint_pos" in ep:
+                    obs["joint_states"] = np.asarray(ep["extra_robot0_joint_pos"], dtype=np.float64)
+                obs.update({obs_key[c]: np.asarray(ep[f"image_{c}"], dtype=np.uint8) for c in cameras})
+                for key, arr in arrays.items():
+                    g.create_dataset(key, data=arr)
+                    digest.update(np.ascontiguousarray(arr).tobytes())
+                for key, arr in obs.items():
+                    image = arr.ndim == 4
+                    g.create_dataset(f"obs/{key}", data=arr, compression="gzip" if image else None,
+                                     chunks=(1, *arr.shape[1:]) if image else None)
+                    digest.update(np.ascontiguousarray(arr).tobytes())
+                total += t
+            data.attrs["num_demos"] = len(task_jobs)
+            data.attrs["total"] = total
+            frames += total
+    return digest.hexdigest(), frames
 
 
 # --------------------------------------------------------------------------------------------

@@ -101,20 +101,24 @@ class LiberoEnv(SimulatorHandle):
         `init_state=i` (an int, 0 <= i < 50 for the standard suites) starts from the task's i-th
         fixed init state: the engine passes `init_state=i` for episode i, as openpi and LeRobot
         do, so every split of a task sees the same 50 starts (paired comparisons). A float array
-        is taken as a raw flattened MuJoCo state. With no init_state, `seed` picks the index
-        (seed % number of init states), and with neither, index 0.
+        is taken as a raw flattened MuJoCo state. `init_state="sampled"` draws a fresh layout from
+        the BDDL's placement regions with `seed` (robosuite's sampler; the same seed gives the same
+        layout): demonstrations start there, never at an evaluation start. With no init_state,
+        `seed` picks the index (seed % number of init states), and with neither, index 0.
         Then `protocol.settle_steps` no-op steps (gripper open) let objects settle; they are not
         counted in the episode's steps.
         `instruction` is put verbatim in every observation of the episode; None means the task's
         canonical instruction (LIBERO's task.language).
         """
-        state, self.init_index = self._pick_state(seed, init_state)
+        sampled = isinstance(init_state, str) and init_state == "sampled"
+        state, self.init_index = (None, None) if sampled else self._pick_state(seed, init_state)
         self.instruction = self.canonical_instruction if instruction is None else str(instruction)
         env = self._env
-        if seed is not None:
-            env.seed(int(seed))
+        if seed is not None or sampled:
+            env.seed(int(seed or 0))
         env.reset()
-        env.set_init_state(state)
+        if state is not None:
+            env.set_init_state(state)
         self._set_control("delta")  # settle with zero deltas, whatever the control mode
         raw = None
         for _ in range(self.protocol.settle_steps):
@@ -141,6 +145,9 @@ class LiberoEnv(SimulatorHandle):
         if init_state is None:
             idx = 0 if seed is None else int(seed) % n
             return self.init_states[idx], idx
+        if isinstance(init_state, str):
+            raise BenchError(f"{self.task_id}: init_state {init_state!r}: pass an index (0..{n - 1}), a "
+                             f"flattened MuJoCo state, or 'sampled' (a fresh layout drawn from the seed)")
         if isinstance(init_state, (int, np.integer)) and not isinstance(init_state, bool):
             idx = int(init_state)
             if not 0 <= idx < n:
@@ -191,6 +198,7 @@ class LiberoEnv(SimulatorHandle):
                                 raw["robot0_gripper_qpos"]]).astype(np.float32)
         privileged = {k: np.array(v) for k, v in raw.items() if not k.endswith("_image")}
         privileged["init_index"] = self.init_index
+        privileged["sim_state"] = np.array(self._env.get_sim_state())  # what LIBERO's HDF5 "states" hold
         privileged.update(self._fixture_state())
         return Observation(images=images, state=state, instruction=self.instruction,
                            privileged=privileged)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.base import ActionSpec, BenchError, ObservationSpec, TaskSpec
+from benchmarks.base import ActionSpec, BenchError, DemoRecording, ObservationSpec, TaskSpec
 from benchmarks.libero import compositional as compositional_goals
 from benchmarks.libero import stack
 from benchmarks.libero.bddl import BddlTask, read_bddl
@@ -59,6 +59,11 @@ class LiberoSuite:
                                                 image_size=self.preset.image_size)
         self._bench: Any = None
         self._tasks: list[TaskSpec] | None = None
+        # Expert demonstrations: fresh seeded layouts (never the 50 evaluation starts), written as
+        # LIBERO's own HDF5 files with the MuJoCo state and joint positions of every step.
+        self.demo_recording = DemoRecording(reset_options={"init_state": "sampled"},
+                                            record_keys=("sim_state", "robot0_joint_pos"),
+                                            native_format="libero_hdf5")
         # libero_goal only: also list the held-out compositional goals (train=False).
         self._compositional = compositional and benchmark == compositional_goals.BENCHMARK
 
