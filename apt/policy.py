@@ -122,6 +122,8 @@ class LearnedPolicy:
         # predicted open loop, and their second half is the least certain (pi0 on LIBERO: 5 of 10).
         spec = PolicySpec(action=action_spec_from(meta), observation=observation_spec_from(meta),
                           chunk=model.cfg.chunk_len, replan=max(1, model.cfg.chunk_len // 2))
+        if hasattr(model, "relaxed_decoding"):  # discrete: how malformed token sequences are decoded
+            model.relaxed_decoding = bool(meta.inference.get("relaxed_decoding", False))
         return cls(model.to(dev), spec, Normalizer.from_dict(meta.norm["state"]),
                    Normalizer.from_dict(meta.norm["action"]), device=str(dev), seed=seed,
                    policy_id=meta.policy, checkpoint_sha256=checkpoint_sha256(path),
@@ -166,7 +168,12 @@ class LearnedPolicy:
     def act(self, observations: list[Observation]) -> np.ndarray:
         if not observations:
             return np.zeros((0, self.spec.chunk, self.spec.action.dim), np.float32)
+        relaxed_before = getattr(self.model, "relaxed_chunks", 0)
         actions = self.model.sample_actions(self.batch_from(observations), noise=self.sampling_noise(observations))
+        relaxed = getattr(self.model, "relaxed_chunks", 0) - relaxed_before
+        if relaxed:
+            log.info("%s: %d of %d action chunks decoded with a cut / zero-padded coefficient list; %d so far",
+                     self.policy_id or "policy", relaxed, len(observations), self.model.relaxed_chunks)
         out = self.action_norm.unnormalize(actions.float().cpu().numpy())
         bad = ~np.isfinite(out).all(axis=(1, 2))
         self.chunks += len(out)

@@ -72,6 +72,24 @@ def test_invalid_sequences_raise_clear_errors(tok):
             tok.decode([hi_byte])
 
 
+def test_relaxed_decoding_cuts_or_zero_pads_the_high_frequencies(tok):
+    chunk = np.clip(smooth_chunks(1, seed=5)[0], tok.low, tok.high)
+    ids, full = tok.encode(chunk), tok._to_ints(chunk)
+    short = tok._bpe.decode(ids[:-1])  # what a generation that stopped one token early holds
+    padded = tok.decode_ints(ids[:-1], relaxed=True)
+    assert padded.shape == (32,) and np.array_equal(padded[: len(short)], full[: len(short)])
+    assert np.all(padded[len(short):] == 0)  # the missing highest frequencies are zero
+    longer = tok.decode_ints(ids + ids[:2], relaxed=True)  # extra tokens after a complete chunk
+    np.testing.assert_array_equal(longer, full)
+    # Zeroing a few high frequencies moves the chunk by at most their (orthonormal) energy.
+    lost = np.sqrt(((full[len(short):] / tok.scale) ** 2).sum()) * (tok.high - tok.low).max() / 2
+    assert np.abs(tok.decode(ids[:-1], relaxed=True) - tok.decode(ids)).max() <= lost + 1e-6
+    with pytest.raises(InvalidActionTokens, match="empty"):
+        tok.decode([], relaxed=True)  # nothing to pad
+    with pytest.raises(InvalidActionTokens, match="expected 8 x 4"):
+        tok.decode(ids[:-1])  # strict stays strict
+
+
 def test_extreme_values_are_clipped_not_broken(tok):
     x = np.full((8, 4), 1e3)  # far outside the fitted range -> clipped to +1, still decodable
     out = tok.decode(tok.encode(x))

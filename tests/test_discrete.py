@@ -85,6 +85,12 @@ def test_undecodable_generation_becomes_nan_then_policy_fallback(suite):
     assert np.all(a == 0.0)  # the documented fallback: the zero action
     assert policy.invalid_chunks == 2 and policy.chunks == 2
 
+    # Relaxed decoding: the short sequence [5] becomes a chunk (cut / zero-padded, counted); a
+    # sequence of characters outside the coefficient alphabet still falls back.
+    model.relaxed_decoding = True
+    out = model.decode_tokens([[5], model.action_tokenizer.encode(np.zeros((4, 4)))])
+    assert torch.isfinite(out).all() and model.relaxed_chunks == 1
+
 
 def test_discrete_pi0_loss_falls_and_checkpoint_round_trips(tmp_path, demos_dir, suite):
     out = tmp_path / "discrete_pi0"
@@ -106,6 +112,7 @@ def test_discrete_pi0_loss_falls_and_checkpoint_round_trips(tmp_path, demos_dir,
     env.close()
     assert a1.shape == (2, 4, 4) and a1.dtype == np.float32 and np.array_equal(a1, a2)
     assert isinstance(p1, LearnedPolicy) and isinstance(p1.model, DiscreteVLA)
+    assert meta.inference["relaxed_decoding"] is True and p1.model.relaxed_decoding  # new checkpoints decode relaxed
 
 
 def test_ki_pi0_trains_expert_behind_stop_gradient(tmp_path, demos_dir, suite):

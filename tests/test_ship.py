@@ -37,3 +37,6 @@ def test_ship_converts_to_fp16_and_manifest_identifies_the_checkpoint(tmp_path, 
     again = ship(tmp_path / "ck", noise_scale=0.0)["checkpoints"]["apt_pi0"]
     assert again["inference"] == {"noise_scale": 0.0} and again["sha256"] != entry["sha256"]
     assert load_policy(out, suite).noise_scale == 0.0
+    # Relaxed FAST decoding is recorded for discrete checkpoints only (a flow policy decodes no tokens).
+    flow = ship(tmp_path / "ck", relaxed_decoding=False)["checkpoints"]["apt_pi0"]
+    assert flow["inference"] == {"noise_scale": 0.0} and flow["sha256"] == again["sha256"]

@@ -20,7 +20,10 @@ beside it as `action_tokenizer.json` for inspection.
 
 A generated token sequence may not decode to exactly H * A integers (a truncated generation, a stray
 multi-byte fragment): `decode` raises `InvalidActionTokens`; the policy turns that into its documented
-fallback (see `apt.models.discrete`).
+fallback (see `apt.models.discrete`). `decode(ids, relaxed=True)` instead cuts or zero-pads the
+coefficient list to H * A, as the FAST reference decoders do by default (LeRobot's and openpi's
+`relaxed_decoding`): the list is frequency-major, so this drops or zeroes only the highest
+frequencies. Empty sequences and characters outside the coefficient alphabet still raise.
 """
 
 from __future__ import annotations
@@ -144,8 +147,9 @@ class ActionTokenizer:
         strings = [self._to_string(c) for c in np.asarray(chunks)]
         return [list(e.ids) for e in self._bpe.encode_batch(strings)]
 
-    def decode_ints(self, ids: Sequence[int]) -> np.ndarray:
-        """Token ids -> the H * A quantised DCT integers; raises InvalidActionTokens."""
+    def decode_ints(self, ids: Sequence[int], relaxed: bool = False) -> np.ndarray:
+        """Token ids -> the H * A quantised DCT integers; raises InvalidActionTokens. `relaxed`: a
+        wrong count is cut or zero-padded at the high-frequency end instead (module docstring)."""
         ids = [int(i) for i in ids]
         if not ids:
             raise InvalidActionTokens("empty action token sequence")
@@ -157,14 +161,17 @@ class ActionTokenizer:
         if vals.size and np.abs(vals).max() > self.vmax:  # e.g. U+FFFD from a broken UTF-8 byte sequence
             raise InvalidActionTokens(f"tokens decode to characters outside the coefficient alphabet "
                                       f"(|v| <= {self.vmax}); got {text[:8]!r}...")
-        if vals.size != self.chunk_len * self.action_dim:
+        n = self.chunk_len * self.action_dim
+        if relaxed and vals.size != n:
+            return np.concatenate([vals[:n], np.zeros(max(0, n - vals.size), np.int64)])
+        if vals.size != n:
             raise InvalidActionTokens(f"tokens decode to {vals.size} DCT coefficients, expected "
                                       f"{self.chunk_len} x {self.action_dim} = {self.chunk_len * self.action_dim}")
         return vals
 
-    def decode(self, ids: Sequence[int]) -> np.ndarray:
+    def decode(self, ids: Sequence[int], relaxed: bool = False) -> np.ndarray:
         """Token ids -> chunk float32 [H, A]; raises InvalidActionTokens for an undecodable sequence."""
-        return self._from_ints(self.decode_ints(ids))
+        return self._from_ints(self.decode_ints(ids, relaxed))
 
     def compression_ratio(self, chunks: Iterable[np.ndarray]) -> float:
         """Mean (H * A integers) / (BPE tokens) over `chunks`: how much the BPE shortens a chunk."""

@@ -19,7 +19,10 @@ the model's `text_vocab`. The VLM's language input is the instruction (action ex
 Inference: greedy decoding with a KV cache (VLM prefix K/V projected once; the decoder's own K/V are
 appended per step), restricted to action tokens and EOS. A generated sequence that does not decode to
 a [H, A] chunk yields a NaN chunk for that sample: `LearnedPolicy` replaces non-finite chunks by its
-documented fallback (zero action) and counts them (`invalid_chunks`).
+documented fallback (zero action) and counts them (`invalid_chunks`). With relaxed decoding (a
+checkpoint's `"inference": {"relaxed_decoding": true}`, the default of new discrete checkpoints, as
+in LeRobot's and openpi's FAST decoders) a sequence with the wrong number of DCT coefficients is cut
+or zero-padded at the high-frequency end instead, and counted in `relaxed_chunks`.
 
 Knowledge insulation (`ki=True`, policy `ki_pi0`): a continuous pi-style expert (`PiExpert`, full
 attention to the VLM features) reads the VLM output through a stop-gradient and trains by flow
@@ -219,6 +222,10 @@ class DiscreteVLA(VLMBacked):
                                    state_dim=cfg.state_dim, action_dim=cfg.action_dim, chunk_len=cfg.chunk_len)
         self.vlm_trains = cfg.train_vlm
         self.vlm.set_trainable(cfg.train_vlm)
+        # Inference setting (a checkpoint's config.json "inference", set by the policy loader):
+        # strict by default, so a bare model reports every malformed generation.
+        self.relaxed_decoding = False
+        self.relaxed_chunks = 0  # chunks decoded only by cutting / zero-padding coefficients
 
     # -- helpers
 
@@ -352,14 +359,22 @@ class DiscreteVLA(VLMBacked):
         return result
 
     def decode_tokens(self, seqs: list[list[int]]) -> Tensor:
-        """Action-token sequences -> normalised chunks float32 [B, H, A]; undecodable ones are NaN."""
+        """Action-token sequences -> normalised chunks float32 [B, H, A]; undecodable ones are NaN.
+        With `relaxed_decoding`, a sequence with the wrong number of coefficients is cut / zero-padded
+        (counted in `relaxed_chunks`) instead of being undecodable."""
         tk = self._tokenizer()
         out = np.full((len(seqs), self.cfg.chunk_len, self.cfg.action_dim), np.nan, np.float32)
         for i, ids in enumerate(seqs):
             try:
                 out[i] = tk.decode(ids)
             except InvalidActionTokens:
-                pass  # NaN marks it; the policy substitutes its fallback and counts it
+                if self.relaxed_decoding:
+                    try:
+                        out[i] = tk.decode(ids, relaxed=True)
+                        self.relaxed_chunks += 1
+                    except InvalidActionTokens:
+                        pass
+                # else (or still undecodable): NaN marks it; the policy substitutes its fallback
         return torch.from_numpy(out)
 
     @torch.no_grad()

@@ -357,6 +357,8 @@ def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -
     train_record = {"wall_s": round(wall, 1), "stages": {"full": _summary(res)}, "device": opts.device,
                     "world_size": ctx.world_size}
     meta = _checkpoint_meta(opts, suite, demos, model, state_norm, action_norm, recipe_record, train_record)
+    if recipe == "discrete":  # decode as FAST's reference decoders do (apt.models.discrete docstring)
+        meta = dataclasses.replace(meta, inference={**meta.inference, "relaxed_decoding": True})
     if ctx.is_main:
         sha = save_checkpoint(opts.out, model, meta)
         tokenizer.save(Path(opts.out) / TOKENIZER_FILE)  # for inspection; config.json holds the same state

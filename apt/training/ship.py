@@ -64,9 +64,10 @@ def training_command(config: dict[str, Any], out: str) -> str:
 
 
 def ship(folder: str | Path, dtype: torch.dtype = torch.float16,
-         noise_scale: float | None = None) -> dict[str, Any]:
+         noise_scale: float | None = None, relaxed_decoding: bool | None = None) -> dict[str, Any]:
     """Convert every checkpoint under `folder` to `dtype` and write its MANIFEST.json; returns it.
-    `noise_scale`: written into each policy's config.json "inference" (how it asks to be sampled)."""
+    `noise_scale`: written into each policy's config.json "inference" (how it asks to be sampled);
+    `relaxed_decoding`: likewise, into the discrete (FAST-token) checkpoints' only."""
     root = Path(folder)
     if not root.is_dir():
         raise BenchError(f"{root} is not a directory of checkpoints")
@@ -77,8 +78,13 @@ def ship(folder: str | Path, dtype: torch.dtype = torch.float16,
             continue
         to_dtype(weights, dtype)
         config = json.loads((d / CONFIG_FILE).read_text())
+        inference = dict(config.get("inference", {}))
         if noise_scale is not None and weights.name == WEIGHTS_FILE:
-            config["inference"] = {**config.get("inference", {}), "noise_scale": float(noise_scale)}
+            inference["noise_scale"] = float(noise_scale)
+        if relaxed_decoding is not None and config.get("recipe", {}).get("name") == "discrete":
+            inference["relaxed_decoding"] = bool(relaxed_decoding)
+        if inference != config.get("inference", {}):
+            config["inference"] = inference
             (d / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
         train = config.get("train", {})
         entries[d.name] = {
@@ -103,8 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("folder", help="directory whose sub-directories are checkpoints")
     ap.add_argument("--noise-scale", type=float, default=None,
                     help="record this flow-sampling noise std as each policy's inference default")
+    ap.add_argument("--relaxed-decoding", choices=("on", "off"), default=None,
+                    help="record how discrete checkpoints decode malformed FAST token sequences")
     args = ap.parse_args(argv)
-    m = ship(args.folder, noise_scale=args.noise_scale)
+    relaxed = None if args.relaxed_decoding is None else args.relaxed_decoding == "on"
+    m = ship(args.folder, noise_scale=args.noise_scale, relaxed_decoding=relaxed)
     for name, e in m["checkpoints"].items():
         print(f"{name}: {e['size_bytes'] / 1e6:.1f} MB {e['dtype']} sha256 {e['sha256'][:12]}")
     return 0
