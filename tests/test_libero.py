@@ -16,14 +16,9 @@ REPO = Path(__file__).resolve().parent.parent
 SETS = REPO / "instruction_sets" / "libero"
 FOUR = ("libero_goal", "libero_spatial", "libero_object", "libero_10")
 
-try:
-    from benchmarks.libero import stack as _stack
+from benchmarks.libero.stack import have_libero  # noqa: E402
 
-    _stack.import_benchmark()
-    HAVE_LIBERO = True
-except BenchError as _e:  # pragma: no cover - CI installs the [libero] extra
-    HAVE_LIBERO, _WHY = False, str(_e)
-
+HAVE_LIBERO = have_libero()
 needs_libero = pytest.mark.skipif(not HAVE_LIBERO, reason="LIBERO is not importable here "
                                   "(install with `bash install.sh --libero`)")
 

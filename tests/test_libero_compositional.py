@@ -23,14 +23,9 @@ import pytest
 
 from benchmarks.base import BenchError
 
-try:
-    from benchmarks.libero import stack as _stack
+from benchmarks.libero.stack import have_libero  # noqa: E402
 
-    _stack.import_benchmark()
-    HAVE_LIBERO = True
-except BenchError:  # pragma: no cover - CI installs the [libero] extra
-    HAVE_LIBERO = False
-
+HAVE_LIBERO = have_libero()
 pytestmark = pytest.mark.skipif(not HAVE_LIBERO, reason="LIBERO is not importable here "
                                 "(install with `bash install.sh --libero`)")
 

@@ -106,6 +106,15 @@ def import_benchmark() -> Any:
     return benchmark
 
 
+def have_libero() -> bool:
+    """Whether LIBERO imports here (tests and optional features skip cleanly when it does not)."""
+    try:
+        import_benchmark()
+    except BenchError:
+        return False
+    return True
+
+
 def libero_path(key: str) -> Path:
     """A path of the LIBERO config ('bddl_files', 'init_states', 'assets', ...)."""
     import_benchmark()
