@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", default=None, help="write the table here instead of stdout")
     cmp_.add_argument("--plot", default=None, help="write a success/gap plot (PNG) here")
     cmp_.add_argument("--versus", default=None,
-                      help="also tabulate each policy minus this one, per split, paired on task and seed")
+                      help="also tabulate each policy minus this one, per split, paired episode by episode")
     cmp_.set_defaults(handler=_call("apt.eval.compare:compare"))
 
     spl = sub.add_parser("splits", help="list and validate instruction sets")

@@ -183,3 +183,28 @@ def test_success_table_counts_errors_as_failures():
                        "error": ["", "RuntimeError: x", "", ""]})
     row = success_table(df).iloc[0]
     assert (row["n"], row["successes"], row["errors"], row["rate"]) == (4, 2, 1, 0.5)
+
+
+def test_versus_pairs_episode_by_episode_with_several_instructions_per_task():
+    """Two policies on a split with 4 instructions per task played the same episodes: the units are
+    episodes (not task+seed means) and McNemar is the exact test on their discordant pairs."""
+    from scipy.stats import binomtest
+
+    r = np.random.default_rng(7)
+    keys = [(f"t{t}", s) for t in range(6) for s in range(5)]
+    ref = {k: [bool(x) for x in r.random(4) < 0.5] for k in keys}
+    pol = {k: [bool(x) for x in r.random(4) < 0.3] for k in keys}
+    df = pd.concat([_episodes("baseline_pi0", "unseen", ref), _episodes("apt_pi0", "unseen", pol)],
+                   ignore_index=True)
+    row = cmp.tables(df, versus="baseline_pi0")["versus"].iloc[0]
+    a = np.array([v for k in keys for v in pol[k]])
+    b = np.array([v for k in keys for v in ref[k]])
+    assert row["n_units"] == len(a) == 120
+    assert row["diff"] == pytest.approx(a.mean() - b.mean())
+    n01, n10 = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    expected = binomtest(n01, n01 + n10, 0.5).pvalue if n01 + n10 < 25 else None
+    if expected is not None:
+        assert row["mcnemar_p"] == pytest.approx(expected, rel=1e-9)
+    else:
+        from scipy.stats import chi2
+        assert row["mcnemar_p"] == pytest.approx(chi2.sf((abs(n01 - n10) - 1) ** 2 / (n01 + n10), 1), rel=1e-9)

@@ -44,8 +44,9 @@ def _label_policies(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def versus_table(df: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Each other policy minus `reference`, per suite and split, paired on (task_id, seed): the
-    same scenes and instructions, so the CI is on the difference itself (paired_gap's bootstrap)."""
+    """Each other policy minus `reference`, per suite and split, paired episode by episode (task_id,
+    instruction_id, seed): the same scene and instruction, so the CI is on the difference itself
+    (paired_gap's bootstrap) and McNemar's pairs are one to one."""
     rows = []
     for suite, g in df.groupby("suite", sort=True):
         ref = g[g["policy"] == reference]
@@ -55,7 +56,7 @@ def versus_table(df: pd.DataFrame, reference: str) -> pd.DataFrame:
                 a, b = p[p["split"] == split], ref[ref["split"] == split]
                 if a.empty or b.empty:
                     continue
-                d = paired_gap(b, a)
+                d = paired_gap(b, a, unit=["task_id", "instruction_id", "seed"])
                 rows.append({"suite": suite, "policy": policy, "reference": reference, "split": split,
                              "rate": d["split_rate"], "reference_rate": d["seen_rate"], "diff": d["gap"],
                              "lo": d["lo"], "hi": d["hi"], "mcnemar_p": d["mcnemar_p"], "n_units": d["n_units"]})
@@ -153,7 +154,7 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 TITLES = {"success": "Success rate per policy and split",
           "gap": "Gap to seen (paired)", "reliance": "Language reliance (control splits)",
-          "versus": "Difference to the reference policy (paired on task and seed)"}
+          "versus": "Difference to the reference policy (paired per episode: task, instruction, seed)"}
 
 
 def render(t: dict[str, pd.DataFrame], fmt: str) -> str:

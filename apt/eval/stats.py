@@ -20,6 +20,10 @@ Wilson score 95% interval (statsmodels `proportion_confint(method="wilson")`).
   different tasks), bootstrap over seeds. McNemar needs binary pairs of the same task, so it is not
   applicable there and reported as NaN.
 
+**Policy vs reference policy** on one split (`apt-bench compare --versus`): both played the very same
+episodes, so the unit is the episode (task_id, instruction_id, seed); the bootstrap resamples
+episodes and McNemar's pairs are exact one-to-one pairs.
+
 **Language reliance** from the control splits (blank / shuffled / swapped instructions, derived from
 seen with the same entries, tasks and seeds): R = clip(1 - C / S, 0, 1), where S is seen success and C
 the mean success under the controls on the same (task_id, seed) units. R = 1: without the right
@@ -97,10 +101,11 @@ def mcnemar_p(split_outcomes: np.ndarray, seen_outcomes: np.ndarray) -> float:
 
 
 def paired_gap(seen: pd.DataFrame, split: pd.DataFrame, n_resamples: int = N_BOOT,
-               seed: int = BOOT_SEED) -> dict:
-    """Gap split - seen for one policy (see module docstring for the pairing)."""
+               seed: int = BOOT_SEED, unit: Sequence[str] | None = None) -> dict:
+    """Gap split - seen for one policy (see module docstring for the pairing). `unit` overrides the
+    pairing key (two policies on one split pair episode by episode: task, instruction and seed)."""
     same_tasks = set(split["task_id"]) <= set(seen["task_id"])
-    unit = ["task_id", "seed"] if same_tasks else ["seed"]
+    unit = list(unit) if unit is not None else (["task_id", "seed"] if same_tasks else ["seed"])
     a = split.groupby(unit)["success"].mean().rename("split")
     b = seen.groupby(unit)["success"].mean().rename("seen")
     units = pd.concat([a, b], axis=1, join="inner")
