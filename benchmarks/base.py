@@ -127,6 +127,21 @@ class Policy(Protocol):
     def act(self, observations: list[Observation]) -> np.ndarray: ...
 
 
+class ScriptedPolicy:
+    """Common state of the privileged-state experts (tabletop, LIBERO): a chunk-1 spec reading no
+    camera, a seeded generator, and per-batch-index episode state that `reset` drops."""
+
+    def __init__(self, action_spec: ActionSpec, state_dim: int, noise: float = 0.0, seed: int = 0):
+        self.noise = float(noise)
+        self.spec = PolicySpec(action=action_spec, observation=ObservationSpec(cameras=(), state_dim=state_dim),
+                               chunk=1)
+        self._rng = np.random.default_rng(seed)
+        self._episodes: list[Any] = []
+
+    def reset(self) -> None:
+        self._episodes = []
+
+
 @dataclass(frozen=True)
 class DemoRecording:
     """How a suite's scripted-expert demonstrations are recorded (optional `Suite.demo_recording`).

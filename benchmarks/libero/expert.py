@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.base import ActionSpec, BenchError, ObservationSpec, PolicySpec
+from benchmarks.base import ActionSpec, BenchError, ScriptedPolicy
 
 ACTION_DIM = 7
 STATE_DIM = 8
@@ -400,7 +400,7 @@ class _Episode:
         self.ref_rot = down
 
 
-class LiberoExpert:
+class LiberoExpert(ScriptedPolicy):
     """Scripted expert for one LIBERO task; satisfies `benchmarks.base.Policy` (chunk = 1).
 
     Reads only `obs["privileged"]` (LiberoEnv fills it with object, fixture and site poses).
@@ -408,17 +408,10 @@ class LiberoExpert:
 
     def __init__(self, task_id: str, goal: tuple[tuple[str, ...], ...], action_spec: ActionSpec,
                  noise: float = 0.0, seed: int = 0):
+        super().__init__(action_spec, STATE_DIM, noise, seed)
         self.task_id = task_id
         self.goal = tuple(tuple(a) for a in goal)
         self.plan = plan_for(self.goal)
-        self.noise = float(noise)
-        self.spec = PolicySpec(action=action_spec, observation=ObservationSpec(cameras=(), state_dim=STATE_DIM),
-                               chunk=1)
-        self._rng = np.random.default_rng(seed)
-        self._episodes: list[_Episode] = []
-
-    def reset(self) -> None:
-        self._episodes = []
 
     def act(self, observations: list) -> np.ndarray:
         """float32[B, 1, 7]; observation i continues episode i since the last reset()."""

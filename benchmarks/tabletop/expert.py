@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmarks.base import ActionSpec, ObservationSpec, PolicySpec
+from benchmarks.base import ActionSpec, ScriptedPolicy
 from benchmarks.tabletop import scene
 from benchmarks.tabletop.env import ACTION_DIM, STATE_DIM, WORKSPACE_LO, XYZ_STEP
 from benchmarks.tabletop.tasks import parse_task_id
@@ -54,20 +54,13 @@ class _Episode:
         self.history.append(phase)
 
 
-class ScriptedExpert:
+class ScriptedExpert(ScriptedPolicy):
     """Oracle for one tabletop task; satisfies `benchmarks.base.Policy` (chunk = 1)."""
 
     def __init__(self, task_id: str, noise: float = 0.0, seed: int = 0):
+        super().__init__(ACTION_SPEC, STATE_DIM, noise, seed)
         self.skill, self.obj, self.target = parse_task_id(task_id)
         self.task_id = task_id
-        self.noise = float(noise)
-        self.spec = PolicySpec(action=ACTION_SPEC, observation=ObservationSpec(cameras=(), state_dim=STATE_DIM),
-                               chunk=1)
-        self._rng = np.random.default_rng(seed)
-        self._episodes: list[_Episode] = []
-
-    def reset(self) -> None:
-        self._episodes = []
 
     def act(self, observations: list) -> np.ndarray:
         """float32[B, 1, 4]; observation i continues episode i since the last reset()."""
