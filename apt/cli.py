@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_call("apt.eval.runner:run"))
 
     cmp_ = sub.add_parser("compare", help="aggregate stored episodes into tables with 95%% CIs")
-    cmp_.add_argument("--store", default=DEFAULT_STORE)
+    cmp_.add_argument("--store", nargs="+", default=[DEFAULT_STORE],
+                      help="one or more results stores, read together")
     cmp_.add_argument("--suite", default=None)
     cmp_.add_argument("--policies", nargs="*", default=None)
     cmp_.add_argument("--splits", nargs="*", default=None)
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--plot", default=None, help="write a success/gap plot (PNG) here")
     cmp_.add_argument("--versus", default=None,
                       help="also tabulate each policy minus this one, per split, paired episode by episode")
+    cmp_.add_argument("--across-checkpoints", action="store_true",
+                      help="treat a policy's checkpoints as training seeds: mean ± SD of their success, and "
+                           "with --versus the difference of means with a Welch CI over checkpoints")
     cmp_.set_defaults(handler=_call("apt.eval.compare:compare"))
 
     spl = sub.add_parser("splits", help="list and validate instruction sets")

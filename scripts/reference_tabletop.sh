@@ -4,8 +4,11 @@
 #
 #   bash scripts/reference_tabletop.sh            # everything (hours on 2 CPU cores)
 #   STEPS=4000 POLICIES="apt_pi0 baseline_pi0" bash scripts/reference_tabletop.sh
-#   SEED=1 CK=runs/seed1 VLM=checkpoints/tabletop/vlm_tiny STORE=runs/seed1.sqlite POLICIES="apt_pi0 baseline_pi0" \
-#       bash scripts/reference_tabletop.sh     # another training seed on the shipped backbone
+#   # the training-seed study (results/tabletop/seeds.md): seeds 1 and 2 of the APT pair, shipped
+#   # backbone, the four instruction splits, one store:
+#   for s in 1 2; do SEED=$s CK=checkpoints/tabletop/seeds/seed$s VLM=checkpoints/tabletop/vlm_tiny \
+#       STORE=results/tabletop/seeds.sqlite POLICIES="apt_pi0 baseline_pi0" \
+#       SPLITS="seen paraphrased unseen compositional" bash scripts/reference_tabletop.sh; done
 #
 # Each policy trains single-threaded so two can run side by side on a 2-core machine; wall times
 # are recorded in each checkpoint's config.json. Evaluation also runs single-threaded
@@ -28,6 +31,7 @@ POLICIES=${POLICIES:-"apt_pi0 baseline_pi0 discrete_pi0 apt_groot baseline_groot
 EPISODES=${EPISODES:-10}                    # per entry of the 24-entry splits
 EPISODES_96=${EPISODES_96:-3}               # per entry of the 96-entry splits (paraphrased, unseen)
 STORE=${STORE:-results/tabletop/store.sqlite}
+SPLITS=${SPLITS:-"seen paraphrased unseen compositional blank shuffled swapped"}
 
 # Reference step counts: what fits in ~30 min of one core each (apt: Stage 1 on cached frozen
 # features is fast, Stage 2 also trains the trunk; discrete decodes tokens autoregressively).
@@ -57,9 +61,13 @@ done
 .venv/bin/python -m apt.training.ship "$CK" --noise-scale 0 --relaxed-decoding on
 # Seeds 0.. on every split (paired across policies), counts above.
 for p in $POLICIES; do
-    for s in seen paraphrased unseen compositional blank shuffled swapped; do
+    for s in $SPLITS; do
         case "$s" in paraphrased|unseen) n=$EPISODES_96 ;; *) n=$EPISODES ;; esac
         "$BIN" run --policy "$CK/$p" --split "$s" --episodes "$n" --workers 0 --store "$STORE"
     done
 done
 "$BIN" compare --store "$STORE"
+# With other seeds in $STORE, the seed-0 episodes of results/tabletop/store.sqlite join them:
+#   apt-bench compare --store results/tabletop/store.sqlite results/tabletop/seeds.sqlite \
+#       --policies apt_pi0 baseline_pi0 --splits seen paraphrased unseen compositional \
+#       --across-checkpoints --versus baseline_pi0 --out results/tabletop/seeds.md

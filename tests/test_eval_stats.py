@@ -208,3 +208,60 @@ def test_versus_pairs_episode_by_episode_with_several_instructions_per_task():
     else:
         from scipy.stats import chi2
         assert row["mcnemar_p"] == pytest.approx(chi2.sf((abs(n01 - n10) - 1) ** 2 / (n01 + n10), 1), rel=1e-9)
+
+
+def _seeded_checkpoints(policy: str, rates: list[float], n: int = 40) -> pd.DataFrame:
+    """One checkpoint per training seed, each with an exact success rate over n seen episodes."""
+    frames = []
+    for i, rate in enumerate(rates):
+        k = round(rate * n)
+        d = _episodes(policy, "seen", {(f"t{e % 4}", e): e < k for e in range(n)})
+        frames.append(d.assign(checkpoint_sha256=f"{policy}-{i}".ljust(16, "x")))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_across_checkpoints_reports_training_seed_spread_and_welch_difference():
+    from scipy.stats import t as student_t
+
+    apt, base = [0.25, 0.35, 0.30], [0.40, 0.45, 0.35]
+    df = pd.concat([_seeded_checkpoints("apt_pi0", apt), _seeded_checkpoints("baseline_pi0", base)],
+                   ignore_index=True)
+    t = cmp.tables(df, versus="baseline_pi0", across=True)
+    assert "versus" not in t  # the per-episode table pairs one checkpoint with one checkpoint
+    seeds = t["seeds"].set_index("policy_id")
+    assert seeds.loc["apt_pi0", "mean"] == pytest.approx(np.mean(apt))
+    assert seeds.loc["apt_pi0", "sd"] == pytest.approx(np.std(apt, ddof=1))
+    assert (seeds.loc["baseline_pi0", "min"], seeds.loc["baseline_pi0", "max"]) == pytest.approx((0.35, 0.45))
+    assert seeds.loc["apt_pi0", "checkpoints"] == 3 and seeds.loc["apt_pi0", "episodes_per_checkpoint"] == 40
+    # Welch's t interval by hand.
+    va, vb = np.var(apt, ddof=1) / 3, np.var(base, ddof=1) / 3
+    dof = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+    half = student_t.ppf(0.975, dof) * math.sqrt(va + vb)
+    row = t["seeds_versus"].iloc[0]
+    diff = np.mean(apt) - np.mean(base)
+    assert row["diff"] == pytest.approx(diff) and (row["lo"], row["hi"]) == pytest.approx((diff - half, diff + half))
+    md = cmp.render(t, "md")
+    assert "30.0 ± 5.0" in md and "25.0, 35.0, 30.0" in md  # ordered by checkpoint sha and "Welch" in md
+    with pytest.raises(BenchError, match="no such policy id"):
+        cmp.tables(df, versus="apt_groot", across=True)
+    one = cmp.tables(_seeded_checkpoints("apt_pi0", [0.5]), across=True)["seeds"].iloc[0]
+    assert one["checkpoints"] == 1 and math.isnan(one["sd"])
+
+
+def test_compare_reads_several_stores_and_counts_an_episode_once(tmp_path):
+    from apt.eval.store import Store
+    from tests.test_eval_store import _record
+
+    recs = [_record(seed=s, success=s % 2 == 0) for s in range(4)]
+    with Store(tmp_path / "a.sqlite") as a:
+        for r in recs[:3]:
+            a.insert(r)
+    with Store(tmp_path / "b.sqlite") as b:
+        for r in recs[1:]:
+            b.insert(r)  # two episodes in both stores
+    df = cmp.read_stores([str(tmp_path / "a.sqlite"), str(tmp_path / "b.sqlite")])
+    assert len(df) == 4 and df["key"].is_unique
+    out = tmp_path / "t.csv"
+    assert cmp.compare([str(tmp_path / "a.sqlite"), str(tmp_path / "b.sqlite")], fmt="csv", out=str(out)) == 0
+    succ = pd.read_csv(out).query("table == 'success'").iloc[0]
+    assert (succ["n"], succ["successes"]) == (4, 2)

@@ -7,7 +7,11 @@ Three tables (statistics and their pairing: stats.py):
 3. language reliance per policy from the control splits blank/shuffled/swapped.
 
 Formats: md (default), csv (one long table with a `table` column; numbers unformatted), latex.
-A policy id with several checkpoints in the store is shown as `policy@<sha[:8]>` per checkpoint.
+A policy id with several checkpoints in the store is shown as `policy@<sha[:8]>` per checkpoint;
+`--across-checkpoints` adds the training-seed view: per policy id and split, the mean and spread of
+the checkpoints' success rates, and with `--versus` the difference of means with a Welch CI over
+checkpoints (stats.py). Several stores can be read together (`--store A B`): episodes are keyed by
+their identity, so one stored in two of them counts once.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from apt.eval.stats import language_reliance, paired_gap, success_table
+from apt.eval.stats import across_checkpoints, language_reliance, paired_gap, success_table, welch_diff
 from apt.eval.store import read_episodes
 from benchmarks.base import BenchError
 
@@ -64,9 +68,30 @@ def versus_table(df: pd.DataFrame, reference: str) -> pd.DataFrame:
                                        "lo", "hi", "mcnemar_p", "n_units"])
 
 
-def tables(df: pd.DataFrame, versus: str | None = None) -> dict[str, pd.DataFrame]:
+def seeds_versus_table(seeds: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Each other policy id minus `reference` per suite and split: difference of the mean success over
+    checkpoints (training seeds), Welch 95% CI over checkpoints."""
+    rows = []
+    for (suite, split), g in seeds.groupby(["suite", "split"], sort=False):
+        ref = g[g["policy_id"] == reference]
+        if ref.empty:
+            continue
+        ref_rates = [float(x) for x in ref["rates"].iloc[0].split(",")]
+        for _, r in g[g["policy_id"] != reference].iterrows():
+            rates = [float(x) for x in r["rates"].split(",")]
+            d = welch_diff(rates, ref_rates)
+            rows.append({"suite": suite, "policy_id": r["policy_id"], "reference": reference, "split": split,
+                         "mean": r["mean"], "reference_mean": float(ref["mean"].iloc[0]),
+                         "checkpoints": len(rates), "reference_checkpoints": len(ref_rates), **d})
+    return pd.DataFrame(rows, columns=["suite", "policy_id", "reference", "split", "mean", "reference_mean",
+                                       "checkpoints", "reference_checkpoints", "diff", "lo", "hi", "p"])
+
+
+def tables(df: pd.DataFrame, versus: str | None = None, across: bool = False) -> dict[str, pd.DataFrame]:
     """The result tables (numeric) from an episodes DataFrame; with `versus`, also each policy's
-    paired difference to that reference policy."""
+    paired difference to that reference policy. With `across`, the training-seed tables instead of
+    the per-episode difference: checkpoints of one policy id are that policy's training seeds, and
+    `versus` names a policy id."""
     from apt.registry import CONTROL_SPLITS
 
     df = _label_policies(df)
@@ -92,7 +117,16 @@ def tables(df: pd.DataFrame, versus: str | None = None) -> dict[str, pd.DataFram
     rel_cols = ["suite", "policy", "seen_rate", "control_rate", "reliance", "lo", "hi", "controls", "n_units"]
     out = {"success": succ, "gap": pd.DataFrame(gaps, columns=gap_cols),
            "reliance": pd.DataFrame(rel, columns=rel_cols)}
-    if versus is not None:
+    if across:
+        seeds = across_checkpoints(df, by=["suite", "policy_id", "split"])
+        seeds["_o"] = seeds["split"].map(order.index)
+        out["seeds"] = seeds.sort_values(["suite", "policy_id", "_o"]).drop(columns="_o").reset_index(drop=True)
+        if versus is not None:
+            if versus not in set(df["policy_id"]):
+                raise BenchError(f"--versus {versus!r}: no such policy id in the selected episodes; policy ids: "
+                                 f"{', '.join(sorted(set(df['policy_id'])))}")
+            out["seeds_versus"] = seeds_versus_table(out["seeds"], versus)
+    elif versus is not None:
         if versus not in set(df["policy"]):
             raise BenchError(f"--versus {versus!r}: no such policy in the selected episodes; policies: "
                              f"{', '.join(sorted(set(df['policy'])))}")
@@ -136,6 +170,23 @@ def formatted(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
             "difference (pts) [95% CI]": [f"{_pct(x)} [{_pct(lo)}, {_pct(hi)}]"
                                           for x, lo, hi in zip(v["diff"], v["lo"], v["hi"])],
             "McNemar p": [_p(p) for p in v["mcnemar_p"]], "units": v["n_units"]})
+    if "seeds" in t:
+        a = t["seeds"]
+        out["seeds"] = pd.DataFrame({
+            "suite": a["suite"], "policy": a["policy_id"], "split": a["split"], "checkpoints": a["checkpoints"],
+            "mean ± SD %": [f"{_pct(m)} ± {_pct(sd)}" for m, sd in zip(a["mean"], a["sd"])],
+            "min-max %": [f"{_pct(lo)}-{_pct(hi)}" for lo, hi in zip(a["min"], a["max"])],
+            "per checkpoint %": [", ".join(_pct(float(x)) for x in r.split(",")) for r in a["rates"]],
+            "episodes each": a["episodes_per_checkpoint"]})
+    if "seeds_versus" in t:
+        v = t["seeds_versus"]
+        out["seeds_versus"] = pd.DataFrame({
+            "suite": v["suite"], "split": v["split"], "policy": v["policy_id"], "mean %": [_pct(x) for x in v["mean"]],
+            "reference": v["reference"], "reference mean %": [_pct(x) for x in v["reference_mean"]],
+            "difference of means (pts) [95% Welch CI]": [f"{_pct(x)} [{_pct(lo)}, {_pct(hi)}]"
+                                                         for x, lo, hi in zip(v["diff"], v["lo"], v["hi"])],
+            "Welch p": [_p(p) for p in v["p"]],
+            "checkpoints": [f"{a} vs {b}" for a, b in zip(v["checkpoints"], v["reference_checkpoints"])]})
     return out
 
 
@@ -154,7 +205,9 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 TITLES = {"success": "Success rate per policy and split",
           "gap": "Gap to seen (paired)", "reliance": "Language reliance (control splits)",
-          "versus": "Difference to the reference policy (paired per episode: task, instruction, seed)"}
+          "versus": "Difference to the reference policy (paired per episode: task, instruction, seed)",
+          "seeds": "Across checkpoints (training seeds): success mean ± SD",
+          "seeds_versus": "Difference to the reference policy across training seeds (Welch CI over checkpoints)"}
 
 
 def render(t: dict[str, pd.DataFrame], fmt: str) -> str:
@@ -213,11 +266,18 @@ def plot_results(t: dict[str, pd.DataFrame], path: str | Path) -> Path:
     return path
 
 
-def compare(store: str, suite: str | None = None, policies: Sequence[str] | None = None,
+def read_stores(stores: str | Sequence[str]) -> pd.DataFrame:
+    """Episodes of one or several stores; an episode (same key) stored in several counts once."""
+    paths = [stores] if isinstance(stores, (str, Path)) else list(stores)
+    df = pd.concat([read_episodes(p) for p in paths], ignore_index=True)
+    return df.drop_duplicates(subset="key", keep="first").reset_index(drop=True)
+
+
+def compare(store: str | Sequence[str], suite: str | None = None, policies: Sequence[str] | None = None,
             splits: Sequence[str] | None = None, fmt: str = "md", out: str | None = None,
-            plot: str | None = None, versus: str | None = None) -> int:
+            plot: str | None = None, versus: str | None = None, across_checkpoints: bool = False) -> int:
     """The `apt-bench compare` entry point; returns the exit code."""
-    df = read_episodes(store)
+    df = read_stores(store)
     if suite:
         df = df[df["suite"] == suite]
     if policies:
@@ -227,7 +287,7 @@ def compare(store: str, suite: str | None = None, policies: Sequence[str] | None
     if df.empty:
         raise BenchError(f"no stored episodes in {store} match suite={suite} policies={policies} "
                          f"splits={splits}; run `apt-bench run` first")
-    t = tables(df, versus=versus)
+    t = tables(df, versus=versus, across=across_checkpoints)
     text = render(t, fmt)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,12 @@ the mean success under the controls on the same (task_id, seed) units. R = 1: wi
 instruction the policy fails (it relies on language); R = 0: it does as well with a wrong or empty
 instruction (it ignores language, e.g. a Vision-Action policy, or the language-blind oracle). NaN when
 S = 0. 95% CI by a paired percentile bootstrap over units (seen and controls resampled together).
+
+**Across training seeds** (`apt-bench compare --across-checkpoints`): every checkpoint of a policy id
+(one per training seed) gives one success rate per split; the table reports their mean, sample SD,
+min and max, so the spread is the training-seed variance that no episode-level CI contains. A policy
+minus a reference policy is then the difference of the two means with Welch's t 95% CI over
+checkpoints (scipy `ttest_ind(equal_var=False)`): with 3 seeds each it is wide, honestly so.
 """
 
 from __future__ import annotations
@@ -148,3 +154,34 @@ def language_reliance(seen: pd.DataFrame, controls: pd.DataFrame, n_resamples: i
     lo, hi = bootstrap_ci((x, y), _reliance, n_resamples, seed)
     return {**out, "seen_rate": float(x.mean()), "control_rate": float(y.mean()),
             "reliance": float(_reliance(x, y)), "lo": lo, "hi": hi}
+
+
+def across_checkpoints(df: pd.DataFrame, by: Sequence[str] = ("suite", "policy_id", "split")) -> pd.DataFrame:
+    """Per group: the success rate of each checkpoint (training seed), then mean / SD / min / max over
+    checkpoints. `rates` lists the per-checkpoint rates, ordered by checkpoint sha256."""
+    by = list(by)
+    per = df.groupby([*by, "checkpoint_sha256"], sort=True).agg(rate=("success", "mean"), n=("success", "size"))
+    rows = []
+    for key, g in per.groupby(level=by, sort=True):
+        rates = g["rate"].to_numpy(float)
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
+                     "checkpoints": len(rates), "mean": float(rates.mean()),
+                     "sd": float(rates.std(ddof=1)) if len(rates) > 1 else float("nan"),
+                     "min": float(rates.min()), "max": float(rates.max()),
+                     "episodes_per_checkpoint": int(g["n"].min()),
+                     "rates": ",".join(f"{r:.4f}" for r in rates),
+                     "checkpoint_sha256": ",".join(g.index.get_level_values("checkpoint_sha256"))})
+    return pd.DataFrame(rows, columns=[*by, "checkpoints", "mean", "sd", "min", "max", "episodes_per_checkpoint",
+                                       "rates", "checkpoint_sha256"])
+
+
+def welch_diff(rates: np.ndarray, reference_rates: np.ndarray, confidence: float = CONFIDENCE) -> dict:
+    """Difference of mean success over checkpoints (policy - reference) with Welch's t CI and p-value;
+    NaN CI when either side has fewer than two checkpoints or both have zero spread."""
+    a, b = np.asarray(rates, float), np.asarray(reference_rates, float)
+    out = {"diff": float(a.mean() - b.mean()), "lo": float("nan"), "hi": float("nan"), "p": float("nan")}
+    if len(a) < 2 or len(b) < 2 or (a.std() == 0 and b.std() == 0):
+        return out
+    res = sps.ttest_ind(a, b, equal_var=False)
+    ci = res.confidence_interval(confidence_level=confidence)
+    return {**out, "lo": float(ci.low), "hi": float(ci.high), "p": float(res.pvalue)}
