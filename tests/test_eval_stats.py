@@ -20,7 +20,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from apt.eval import compare as cmp  # noqa: E402
-from apt.eval.stats import language_reliance, mcnemar_p, paired_gap, success_table, wilson  # noqa: E402
+from apt.eval.stats import (MIN_CLUSTERS, cluster_bootstrap_ci, language_reliance, mcnemar_p,  # noqa: E402
+                            paired_gap, success_table, wilson)
 from benchmarks.base import BenchError  # noqa: E402
 
 
@@ -228,7 +229,7 @@ def test_across_checkpoints_reports_training_seed_spread_and_welch_difference():
                    ignore_index=True)
     t = cmp.tables(df, versus="baseline_pi0", across=True)
     assert "versus" not in t  # the per-episode table pairs one checkpoint with one checkpoint
-    seeds = t["seeds"].set_index("policy_id")
+    seeds = t["training_seeds"].set_index("policy_id")
     assert seeds.loc["apt_pi0", "mean"] == pytest.approx(np.mean(apt))
     assert seeds.loc["apt_pi0", "sd"] == pytest.approx(np.std(apt, ddof=1))
     assert (seeds.loc["baseline_pi0", "min"], seeds.loc["baseline_pi0", "max"]) == pytest.approx((0.35, 0.45))
@@ -237,14 +238,14 @@ def test_across_checkpoints_reports_training_seed_spread_and_welch_difference():
     va, vb = np.var(apt, ddof=1) / 3, np.var(base, ddof=1) / 3
     dof = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
     half = student_t.ppf(0.975, dof) * math.sqrt(va + vb)
-    row = t["seeds_versus"].iloc[0]
+    row = t["training_seeds_versus"].iloc[0]
     diff = np.mean(apt) - np.mean(base)
     assert row["diff"] == pytest.approx(diff) and (row["lo"], row["hi"]) == pytest.approx((diff - half, diff + half))
     md = cmp.render(t, "md")
     assert "30.0 ± 5.0" in md and "25.0, 35.0, 30.0" in md  # ordered by checkpoint sha and "Welch" in md
     with pytest.raises(BenchError, match="no such policy id"):
         cmp.tables(df, versus="apt_groot", across=True)
-    one = cmp.tables(_seeded_checkpoints("apt_pi0", [0.5]), across=True)["seeds"].iloc[0]
+    one = cmp.tables(_seeded_checkpoints("apt_pi0", [0.5]), across=True)["training_seeds"].iloc[0]
     assert one["checkpoints"] == 1 and math.isnan(one["sd"])
 
 
@@ -265,3 +266,27 @@ def test_compare_reads_several_stores_and_counts_an_episode_once(tmp_path):
     assert cmp.compare([str(tmp_path / "a.sqlite"), str(tmp_path / "b.sqlite")], fmt="csv", out=str(out)) == 0
     succ = pd.read_csv(out).query("table == 'success'").iloc[0]
     assert (succ["n"], succ["successes"]) == (4, 2)
+
+
+def test_seed_clustered_ci_widens_with_within_seed_correlation():
+    """Episodes of one seed that all succeed or all fail carry one seed's worth of information: the
+    clustered CI is that of the seeds' means (wide), far wider than Wilson's over episodes; with
+    independent outcomes the two agree roughly; with too few seeds there is none."""
+    r = np.random.default_rng(3)
+    seeds = np.repeat(np.arange(10), 24)
+    per_seed = r.random(10) < 0.4
+    correlated = per_seed[seeds].astype(float)
+    lo, hi = cluster_bootstrap_ci(correlated, seeds)
+    ref_lo, ref_hi = _numpy_bootstrap(per_seed.astype(float))
+    assert (lo, hi) == pytest.approx((ref_lo, ref_hi), abs=0.051)
+    w_lo, w_hi = wilson(int(correlated.sum()), len(correlated))
+    assert hi - lo > 2.5 * (w_hi - w_lo)
+    independent = (r.random(240) < 0.4).astype(float)
+    i_lo, i_hi = cluster_bootstrap_ci(independent, seeds)
+    w_lo, w_hi = wilson(int(independent.sum()), 240)
+    assert 0.6 < (i_hi - i_lo) / (w_hi - w_lo) < 1.4 and i_lo < independent.mean() < i_hi
+    few = seeds < MIN_CLUSTERS - 1
+    assert all(math.isnan(x) for x in cluster_bootstrap_ci(correlated[few], seeds[few]))
+    table = success_table(pd.DataFrame({"policy_id": "p", "split": "seen", "seed": seeds,
+                                        "success": correlated.astype(bool), "error": ""})).iloc[0]
+    assert table["seeds"] == 10 and (table["lo_seed"], table["hi_seed"]) == pytest.approx((lo, hi))

@@ -23,14 +23,17 @@ from typing import Sequence
 
 import pandas as pd
 
-from apt.eval.stats import across_checkpoints, language_reliance, paired_gap, success_table, welch_diff
+from apt.eval.stats import (across_checkpoints, cluster_bootstrap_ci, language_reliance, paired_gap,
+                            success_table, welch_diff)
 from apt.eval.store import read_episodes
 from benchmarks.base import BenchError
 
 SEEN = "seen"
 NOTE = ("gap = split - seen, paired on (task_id, seed); where the split's tasks are not seen tasks "
         "(compositional) it is paired on seed only and McNemar is not applicable (NaN). Language "
-        "reliance = clip(1 - control success / seen success, 0, 1) over blank/shuffled/swapped.")
+        "reliance = clip(1 - control success / seen success, 0, 1) over blank/shuffled/swapped. "
+        "Seed-clustered CI: bootstrap over whole seeds (episodes of one seed share its scene), n/a "
+        "under 5 seeds.")
 
 
 def _split_order(names: Sequence[str]) -> list[str]:
@@ -60,12 +63,17 @@ def versus_table(df: pd.DataFrame, reference: str) -> pd.DataFrame:
                 a, b = p[p["split"] == split], ref[ref["split"] == split]
                 if a.empty or b.empty:
                     continue
-                d = paired_gap(b, a, unit=["task_id", "instruction_id", "seed"])
+                unit = ["task_id", "instruction_id", "seed"]
+                d = paired_gap(b, a, unit=unit)
+                pairs = a.merge(b, on=unit, suffixes=("", "_ref"))
+                lo_s, hi_s = cluster_bootstrap_ci(pairs["success"].to_numpy(float) - pairs["success_ref"].to_numpy(float),
+                                                  pairs["seed"].to_numpy())
                 rows.append({"suite": suite, "policy": policy, "reference": reference, "split": split,
                              "rate": d["split_rate"], "reference_rate": d["seen_rate"], "diff": d["gap"],
-                             "lo": d["lo"], "hi": d["hi"], "mcnemar_p": d["mcnemar_p"], "n_units": d["n_units"]})
+                             "lo": d["lo"], "hi": d["hi"], "mcnemar_p": d["mcnemar_p"], "n_units": d["n_units"],
+                             "seeds": pairs["seed"].nunique(), "lo_seed": lo_s, "hi_seed": hi_s})
     return pd.DataFrame(rows, columns=["suite", "policy", "reference", "split", "rate", "reference_rate", "diff",
-                                       "lo", "hi", "mcnemar_p", "n_units"])
+                                       "lo", "hi", "mcnemar_p", "n_units", "seeds", "lo_seed", "hi_seed"])
 
 
 def seeds_versus_table(seeds: pd.DataFrame, reference: str) -> pd.DataFrame:
@@ -120,12 +128,12 @@ def tables(df: pd.DataFrame, versus: str | None = None, across: bool = False) ->
     if across:
         seeds = across_checkpoints(df, by=["suite", "policy_id", "split"])
         seeds["_o"] = seeds["split"].map(order.index)
-        out["seeds"] = seeds.sort_values(["suite", "policy_id", "_o"]).drop(columns="_o").reset_index(drop=True)
+        out["training_seeds"] = seeds.sort_values(["suite", "policy_id", "_o"]).drop(columns="_o").reset_index(drop=True)
         if versus is not None:
             if versus not in set(df["policy_id"]):
                 raise BenchError(f"--versus {versus!r}: no such policy id in the selected episodes; policy ids: "
                                  f"{', '.join(sorted(set(df['policy_id'])))}")
-            out["seeds_versus"] = seeds_versus_table(out["seeds"], versus)
+            out["training_seeds_versus"] = seeds_versus_table(out["training_seeds"], versus)
     elif versus is not None:
         if versus not in set(df["policy"]):
             raise BenchError(f"--versus {versus!r}: no such policy in the selected episodes; policies: "
@@ -142,13 +150,18 @@ def _p(x: float) -> str:
     return "n/a" if x is None or math.isnan(x) else (f"{x:.3g}" if x >= 1e-4 else "<1e-4")
 
 
+def _cis(lo: pd.Series, hi: pd.Series) -> list[str]:
+    return [f"[{_pct(a)}, {_pct(b)}]" if not math.isnan(a) else "n/a" for a, b in zip(lo, hi)]
+
+
 def formatted(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """Human-readable versions (percent with CI) for md / latex."""
     s = t["success"]
     succ = pd.DataFrame({"suite": s["suite"], "policy": s["policy"], "split": s["split"],
                          "success % [95% CI]": [f"{_pct(r)} [{_pct(lo)}, {_pct(hi)}]"
                                                 for r, lo, hi in zip(s["rate"], s["lo"], s["hi"])],
-                         "episodes": s["n"], "errors": s["errors"]})
+                         "seed-clustered CI": _cis(s["lo_seed"], s["hi_seed"]),
+                         "episodes": s["n"], "seeds": s["seeds"], "errors": s["errors"]})
     g = t["gap"]
     gap = pd.DataFrame({"suite": g["suite"], "policy": g["policy"], "split": g["split"],
                         "gap to seen (pts) [95% CI]": [f"{_pct(x)} [{_pct(lo)}, {_pct(hi)}]"
@@ -169,18 +182,19 @@ def formatted(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
             "reference": v["reference"], "reference %": [_pct(x) for x in v["reference_rate"]],
             "difference (pts) [95% CI]": [f"{_pct(x)} [{_pct(lo)}, {_pct(hi)}]"
                                           for x, lo, hi in zip(v["diff"], v["lo"], v["hi"])],
-            "McNemar p": [_p(p) for p in v["mcnemar_p"]], "units": v["n_units"]})
-    if "seeds" in t:
-        a = t["seeds"]
-        out["seeds"] = pd.DataFrame({
+            "seed-clustered CI": _cis(v["lo_seed"], v["hi_seed"]),
+            "McNemar p": [_p(p) for p in v["mcnemar_p"]], "units": v["n_units"], "seeds": v["seeds"]})
+    if "training_seeds" in t:
+        a = t["training_seeds"]
+        out["training_seeds"] = pd.DataFrame({
             "suite": a["suite"], "policy": a["policy_id"], "split": a["split"], "checkpoints": a["checkpoints"],
             "mean ± SD %": [f"{_pct(m)} ± {_pct(sd)}" for m, sd in zip(a["mean"], a["sd"])],
             "min-max %": [f"{_pct(lo)}-{_pct(hi)}" for lo, hi in zip(a["min"], a["max"])],
             "per checkpoint %": [", ".join(_pct(float(x)) for x in r.split(",")) for r in a["rates"]],
             "episodes each": a["episodes_per_checkpoint"]})
-    if "seeds_versus" in t:
-        v = t["seeds_versus"]
-        out["seeds_versus"] = pd.DataFrame({
+    if "training_seeds_versus" in t:
+        v = t["training_seeds_versus"]
+        out["training_seeds_versus"] = pd.DataFrame({
             "suite": v["suite"], "split": v["split"], "policy": v["policy_id"], "mean %": [_pct(x) for x in v["mean"]],
             "reference": v["reference"], "reference mean %": [_pct(x) for x in v["reference_mean"]],
             "difference of means (pts) [95% Welch CI]": [f"{_pct(x)} [{_pct(lo)}, {_pct(hi)}]"
@@ -206,8 +220,8 @@ def markdown_table(df: pd.DataFrame) -> str:
 TITLES = {"success": "Success rate per policy and split",
           "gap": "Gap to seen (paired)", "reliance": "Language reliance (control splits)",
           "versus": "Difference to the reference policy (paired per episode: task, instruction, seed)",
-          "seeds": "Across checkpoints (training seeds): success mean ± SD",
-          "seeds_versus": "Difference to the reference policy across training seeds (Welch CI over checkpoints)"}
+          "training_seeds": "Across checkpoints (training seeds): success mean ± SD",
+          "training_seeds_versus": "Difference to the reference policy across training seeds (Welch CI over checkpoints)"}
 
 
 def render(t: dict[str, pd.DataFrame], fmt: str) -> str:

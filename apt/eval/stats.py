@@ -3,7 +3,11 @@
 All inference is delegated to statsmodels / scipy; this module only decides what is paired with what.
 
 **Success** of a cell (policy x split): successes / episodes, errors counted as failures, with the
-Wilson score 95% interval (statsmodels `proportion_confint(method="wilson")`).
+Wilson score 95% interval (statsmodels `proportion_confint(method="wilson")`). Wilson treats episodes
+as independent; episodes that share a seed share whatever the seed draws (on tabletop: the scene
+layout, for every task), so the table also gives a **seed-clustered** 95% CI: a percentile
+bootstrap that resamples whole seeds (the ratio of resampled successes to resampled episodes). It is
+reported only with at least MIN_CLUSTERS seeds; with fewer it would be a handful of distinct values.
 
 **Gap to seen** (split minus seen, so a drop is negative) for one policy, paired on the scene:
 - When every task of the split is a task of `seen` (paraphrased, unseen, the controls), the unit is
@@ -22,7 +26,8 @@ Wilson score 95% interval (statsmodels `proportion_confint(method="wilson")`).
 
 **Policy vs reference policy** on one split (`apt-bench compare --versus`): both played the very same
 episodes, so the unit is the episode (task_id, instruction_id, seed); the bootstrap resamples
-episodes and McNemar's pairs are exact one-to-one pairs.
+episodes and McNemar's pairs are exact one-to-one pairs. The seed-clustered CI of the difference
+resamples whole seeds instead (same rule as for success).
 
 **Language reliance** from the control splits (blank / shuffled / swapped instructions, derived from
 seen with the same entries, tasks and seeds): R = clip(1 - C / S, 0, 1), where S is seen success and C
@@ -53,6 +58,7 @@ N_BOOT = 2000
 BOOT_SEED = 0
 CONFIDENCE = 0.95
 EXACT_BELOW = 25  # discordant pairs under which McNemar uses the exact binomial test
+MIN_CLUSTERS = 5  # fewest seeds a seed-clustered CI is computed from
 
 
 def wilson(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -63,8 +69,26 @@ def wilson(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[floa
     return float(lo), float(hi)
 
 
+def cluster_bootstrap_ci(values: np.ndarray, clusters: np.ndarray, n_resamples: int = N_BOOT,
+                         seed: int = BOOT_SEED) -> tuple[float, float]:
+    """Percentile 95% CI of the mean of `values` when whole clusters are resampled with replacement
+    (the estimate of a resample: its summed values over its summed count); (nan, nan) with fewer
+    than MIN_CLUSTERS clusters."""
+    codes, uniq = pd.factorize(pd.Series(clusters))
+    k = len(uniq)
+    if k < MIN_CLUSTERS:
+        return float("nan"), float("nan")
+    sums = np.bincount(codes, weights=np.asarray(values, float), minlength=k)
+    counts = np.bincount(codes, minlength=k).astype(float)
+    idx = np.random.default_rng(seed).integers(0, k, (n_resamples, k))
+    est = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    alpha = (1 - CONFIDENCE) / 2
+    return float(np.quantile(est, alpha)), float(np.quantile(est, 1 - alpha))
+
+
 def success_table(df: pd.DataFrame, by: Sequence[str] = ("policy_id", "split")) -> pd.DataFrame:
-    """Per group: n, successes, errors, rate, Wilson lo/hi."""
+    """Per group: n, successes, errors, rate, Wilson lo/hi; with a `seed` column also the number of
+    seeds and the seed-clustered CI (lo_seed / hi_seed)."""
     by = list(by)
     g = df.groupby(by, sort=True)
     out = g.agg(n=("success", "size"), successes=("success", "sum"),
@@ -74,6 +98,12 @@ def success_table(df: pd.DataFrame, by: Sequence[str] = ("policy_id", "split")) 
     cis = [wilson(k, n) for k, n in zip(out["successes"], out["n"])]
     out["lo"] = [c[0] for c in cis]
     out["hi"] = [c[1] for c in cis]
+    if "seed" in df.columns:
+        clustered = [(g["seed"].nunique(), *cluster_bootstrap_ci(g["success"].to_numpy(float), g["seed"].to_numpy()))
+                     for _, g in df.groupby(by, sort=True)]
+        out["seeds"] = [c[0] for c in clustered]
+        out["lo_seed"] = [c[1] for c in clustered]
+        out["hi_seed"] = [c[2] for c in clustered]
     return out
 
 
