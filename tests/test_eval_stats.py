@@ -245,6 +245,12 @@ def test_across_checkpoints_reports_training_seed_spread_and_welch_difference():
     assert "30.0 ± 5.0" in md and "25.0, 35.0, 30.0" in md  # ordered by checkpoint sha and "Welch" in md
     with pytest.raises(BenchError, match="no such policy id"):
         cmp.tables(df, versus="apt_groot", across=True)
+    # A checkpoint with extra episodes (more layouts, another split) is compared on the common ones.
+    extra = _episodes("apt_pi0", "seen", {("t0", 100 + e): True for e in range(10)}).assign(
+        checkpoint_sha256="apt_pi0-0".ljust(16, "x"))
+    blank = _episodes("apt_pi0", "blank", {("t0", 0): False}).assign(checkpoint_sha256="apt_pi0-0".ljust(16, "x"))
+    t2 = cmp.tables(pd.concat([df, extra, blank], ignore_index=True), versus="baseline_pi0", across=True)
+    pd.testing.assert_frame_equal(t2["training_seeds"], t["training_seeds"])
     one = cmp.tables(_seeded_checkpoints("apt_pi0", [0.5]), across=True)["training_seeds"].iloc[0]
     assert one["checkpoints"] == 1 and math.isnan(one["sd"])
 

@@ -9,7 +9,7 @@ Three tables (statistics and their pairing: stats.py):
 Formats: md (default), csv (one long table with a `table` column; numbers unformatted), latex.
 A policy id with several checkpoints in the store is shown as `policy@<sha[:8]>` per checkpoint;
 `--across-checkpoints` adds the training-seed view: per policy id and split, the mean and spread of
-the checkpoints' success rates, and with `--versus` the difference of means with a Welch CI over
+the checkpoints' success rates over the episodes all of them played, and with `--versus` the difference of means with a Welch CI over
 checkpoints (stats.py). Several stores can be read together (`--store A B`): episodes are keyed by
 their identity, so one stored in two of them counts once.
 """
@@ -76,6 +76,16 @@ def versus_table(df: pd.DataFrame, reference: str) -> pd.DataFrame:
                                        "lo", "hi", "mcnemar_p", "n_units", "seeds", "lo_seed", "hi_seed"])
 
 
+def common_episodes(df: pd.DataFrame) -> pd.DataFrame:
+    """The episodes (suite, split, task, instruction, seed) that every checkpoint in `df` played: the
+    training-seed view compares checkpoints on the same episodes, whatever else a store holds for
+    one of them (more layouts, the control splits, a run cut short)."""
+    ident = ["suite", "split", "task_id", "instruction_id", "seed"]
+    ckpt = df["policy_id"] + "\x00" + df["checkpoint_sha256"]
+    played = ckpt.groupby([df[c] for c in ident]).transform("nunique")
+    return df[played == ckpt.nunique()]
+
+
 def seeds_versus_table(seeds: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Each other policy id minus `reference` per suite and split: difference of the mean success over
     checkpoints (training seeds), Welch 95% CI over checkpoints."""
@@ -126,7 +136,7 @@ def tables(df: pd.DataFrame, versus: str | None = None, across: bool = False) ->
     out = {"success": succ, "gap": pd.DataFrame(gaps, columns=gap_cols),
            "reliance": pd.DataFrame(rel, columns=rel_cols)}
     if across:
-        seeds = across_checkpoints(df, by=["suite", "policy_id", "split"])
+        seeds = across_checkpoints(common_episodes(df), by=["suite", "policy_id", "split"])
         seeds["_o"] = seeds["split"].map(order.index)
         out["training_seeds"] = seeds.sort_values(["suite", "policy_id", "_o"]).drop(columns="_o").reset_index(drop=True)
         if versus is not None:
