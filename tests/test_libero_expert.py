@@ -57,6 +57,16 @@ def test_pitch_points_a_downward_gripper_along_the_direction():
         np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
 
 
+def test_push_lean_tips_the_fingers_back_from_the_push_direction():
+    """The push leans the hand toward the goal: rotating about z x d by the tilt moves a downward
+    gripper's fingertips back against d (behind the hand), and about z it is a plain yaw."""
+    d = np.array([np.sqrt(0.5), np.sqrt(0.5), 0.0])
+    tilt = E._about(np.cross([0.0, 0.0, 1.0], d), 0.9)
+    pointing = tilt @ np.array([0.0, 0.0, -1.0])
+    np.testing.assert_allclose(pointing, -np.sin(0.9) * d + [0, 0, -np.cos(0.9)], atol=1e-12)
+    np.testing.assert_allclose(E._about(np.array([0.0, 0.0, 2.0]), 0.4), E._yaw(0.4), atol=1e-12)
+
+
 def test_rotation_vector_inverts_a_known_rotation():
     for angle in (0.0, 0.3, -1.2, 3.0):
         np.testing.assert_allclose(E._rotation_vector(E._yaw(angle)), [0.0, 0.0, angle], atol=1e-9)

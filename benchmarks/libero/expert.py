@@ -11,8 +11,9 @@ Skills, chosen per goal atom (`plan_for`):
   stalls on contact) -> open -> retreat. The bowl is grasped by its rim, the bottle at its neck.
 - open_drawer Open(drawer region), and before In(obj, drawer region): grasp the drawer's handle
   from above, pull it along the drawer's slide axis until LIBERO's open range is reached, release.
-- push On(plate, table region): the plate is flat and wide, so it is pushed: the closed gripper
-  goes down behind it and drives its centre onto the region's centre.
+- push On(plate, table region): the plate is flat and wide, so it is pushed: the closed gripper,
+  leaning toward the goal, goes down behind the rim and pushes it, following the plate (and going
+  back behind it if the fingers ride up onto it) until its centre is on the region's centre.
 - turn_on Turnon(stove): the closed gripper pushes the knob's lever sideways (about the knob's
   vertical axis) until the joint is well inside LIBERO's turn-on range.
 The gripper's orientation is held at its start orientation (top-down) by a rotation correction.
@@ -51,13 +52,24 @@ GRASP_OFFSET: dict[str, tuple[float, float, float]] = {
     "cream_cheese": (0.0, 0.0, 0.0),
 }
 APPROACH_DZ = {"wine_bottle": 0.14}  # above the grasp point before descending (default 0.08)
-PUSH_BACKSET = 0.03  # fingertips this far behind the plate's centre (away from the goal)
-PUSH_PRESS = 0.012  # pressed this far below the contact height while sliding
-PUSH_DZ = 0.015  # grip site above the plate's origin on contact (the floor is ~7 mm up)
+# Push: the closed fingertips come down just outside the plate's rim on the side away from the goal
+# (the plate's radius is ~7 cm) and push the rim, leaning forward so the hand and wrist stay clear
+# of the cabinet the plate starts next to (tilt 0.9 rad, 10 starts: 9/10; upright: 0/6 - the
+# wrist hits the cabinet and the fingers stay above the rim; pressing on the plate's floor from
+# inside, the old way: 3/10, the fingers slide over the floor and the rim).
+PUSH_BACKSET = 0.085  # fingertips this far behind the plate's centre (away from the goal)
+PUSH_PRESS = 0.0  # pressed this far below the contact height while pushing
+PUSH_DZ = 0.006  # grip site above the plate's origin on contact (the rim's top is ~16 mm up)
+PUSH_LEAD = 0.06  # the tracked point is this far ahead of the contact point (into the rim)
+PUSH_LOST = 0.03  # fingers this far past the contact point (towards the centre): lost the rim
+PUSH_RETRIES = 2
+PUSH_TILT = 0.9  # radians the hand leans toward the goal (fingertips behind it)
 # Drawer handle, in the drawer body's frame (LIBERO's wooden_cabinet model, geoms g18/g29/...).
 HANDLE_LOCAL = {"top": (-0.0028, -0.1016, 0.1839), "middle": (-0.0028, -0.1016, 0.1104),
                 "bottom": (-0.0028, -0.1016, 0.0369)}
 HANDLE_REACH = 0.0  # grip site this far in front of the handle bar's centre when closing
+DRAWER_PULL_LEAD = 0.04  # the pull's target runs this far ahead of the handle
+DRAWER_GRIP_STEPS, DRAWER_RELEASE_STEPS = 10, 6
 DRAWER_OPEN_Q = -0.152  # target slide position (LIBERO's open range is [-0.16, -0.14])
 KNOB_GRASP_LOCAL = (0.0014, 0.0, 0.035)  # over the knob's hinge, in the button body's frame
 # Yaw for a bowl grasped on its x side (fingers across that rim wall); -90 and +90 degrees both
@@ -98,6 +110,13 @@ def _pitch_towards(direction: np.ndarray) -> np.ndarray:
     axis = axis / np.linalg.norm(axis)
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
     return np.eye(3) + k + k @ k  # Rodrigues' formula at 90 degrees
+
+
+def _about(axis: np.ndarray, angle: float) -> np.ndarray:
+    """World rotation by `angle` radians about `axis` (Rodrigues)."""
+    a = np.asarray(axis, float) / np.linalg.norm(axis)
+    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
 
 
 def _yaw(angle: float) -> np.ndarray:
@@ -338,12 +357,12 @@ class _Episode:
         yield from self.go(lambda: handle() + pull * 0.12 + [0, 0, 0.03], OPEN, tol=0.01, max_steps=60)
         yield from self.go(lambda: handle() + pull * 0.12, OPEN, tol=0.01, max_steps=30)
         yield from self.go(lambda: handle() + pull * HANDLE_REACH, OPEN, tol=0.006, max_steps=30)
-        yield from self.hold(CLOSED, 10)
+        yield from self.hold(CLOSED, DRAWER_GRIP_STEPS)
         for _ in range(80):
             if self.p["fixture_joints"][joint] <= DRAWER_OPEN_Q:
                 break
-            yield self._action(handle() + pull * 0.04, CLOSED)
-        yield from self.hold(OPEN, 6)
+            yield self._action(handle() + pull * DRAWER_PULL_LEAD, CLOSED)
+        yield from self.hold(OPEN, DRAWER_RELEASE_STEPS)
         # Clear the handle, then rise while turning back to pointing down (the next skill's
         # approach finishes the turn).
         yield from self.go(lambda: handle() + pull * 0.08 + [0, 0, 0.02], OPEN, tol=0.02, max_steps=15)
@@ -352,9 +371,7 @@ class _Episode:
         yield from self.settle_rotation(OPEN, tol=0.1, max_steps=20)
 
     def push(self, obj: str, region: str) -> Generator[np.ndarray, None, None]:
-        """Slide the plate: the closed fingertips press on the plate's floor, just off its centre
-        on the side away from the goal, and move toward the goal (friction and the rim carry it).
-        Reaching behind the plate is not possible: it starts next to the cabinet."""
+        """Push the plate by its rim from behind (module constants PUSH_*); it cannot be lifted."""
         def goal() -> np.ndarray:
             return np.asarray(self.p["sites"][region][:2]) + self.jitter[:2]
 
@@ -364,18 +381,31 @@ class _Episode:
             return np.array([*(c - d * PUSH_BACKSET), self.obj(obj)[2] + PUSH_DZ - press])
 
         down = self.ref_rot
-        self.ref_rot = _yaw(np.pi / 2) @ down  # the hand's wide (finger) axis along x, clear of the cabinet
+        d0 = goal() - self.obj(obj)[:2]
+        d0 = np.array([*(d0 / max(np.linalg.norm(d0), 1e-6)), 0.0])
+        # the hand's wide (finger) axis along x, clear of the cabinet; leaning forward by PUSH_TILT
+        self.ref_rot = _about(np.cross([0.0, 0.0, 1.0], d0), PUSH_TILT) @ _yaw(np.pi / 2) @ down
         yield from self.go(lambda: contact(0.0) + [0, 0, 0.08], CLOSED, max_steps=60)
         yield from self.go(lambda: contact(0.0), CLOSED, tol=0.004, max_steps=30)
-        for _ in range(120):
+        reacquired = 0
+        for _ in range(150):
             err = goal() - self.obj(obj)[:2]
             if np.linalg.norm(err) < 0.01:
                 break
-            # A speed command, not a position target: the plate's friction holds a stiff-ish
-            # position servo still, so drive the fingers a fixed distance ahead each step.
-            ahead = err / max(np.linalg.norm(err), 1e-6) * min(np.linalg.norm(err) + 0.02, 0.05)
+            d = err / max(np.linalg.norm(err), 1e-6)
+            back = float(np.dot(self.eef[:2] - self.obj(obj)[:2], d))  # < 0: behind the centre
+            lost = back > -PUSH_BACKSET + PUSH_LOST or self.eef[2] > contact(PUSH_PRESS)[2] + 0.025
+            if lost and reacquired < PUSH_RETRIES:  # rode up onto the plate: lift, go back behind, down
+                reacquired += 1
+                yield from self.go(lambda: np.array([*self.eef[:2], contact(0.0)[2] + 0.06]), CLOSED, tol=0.01,
+                                   max_steps=20)
+                yield from self.go(lambda: contact(0.0) + [0, 0, 0.06], CLOSED, tol=0.01, max_steps=40)
+                yield from self.go(lambda: contact(0.0), CLOSED, tol=0.006, max_steps=30)
+                continue
+            # Track a point just inside the plate's back rim: the fingers press on the rim while it
+            # moves, and follow it (never run ahead of it) when it sticks or slips sideways.
             target = contact(PUSH_PRESS)
-            yield self._action(np.array([*(self.eef[:2] + ahead), target[2]]), CLOSED)
+            yield self._action(np.array([*(target[:2] + d * PUSH_LEAD), target[2]]), CLOSED)
         yield from self.go(lambda: self.eef + [0, 0, 0.08], CLOSED, max_steps=20)
         self.ref_rot = down
 
