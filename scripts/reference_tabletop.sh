@@ -7,7 +7,7 @@
 #   # the training-seed study (results/tabletop/seeds.md): seeds 1 and 2 of the APT pair, shipped
 #   # backbone, the four instruction splits, one store:
 #   for s in 1 2; do SEED=$s CK=checkpoints/tabletop/seeds/seed$s VLM=checkpoints/tabletop/vlm_tiny \
-#       STORE=results/tabletop/seeds.sqlite POLICIES="apt_pi0 baseline_pi0" \
+#       STORE=results/tabletop/seeds.sqlite POLICIES="apt_pi0 baseline_pi0" EPISODES_96=3 \
 #       SPLITS="seen paraphrased unseen compositional" bash scripts/reference_tabletop.sh; done
 #
 # Each policy trains single-threaded so two can run side by side on a 2-core machine; wall times
@@ -26,10 +26,10 @@ LR=${LR:-1e-3}
 SEED=${SEED:-0}
 POLICIES=${POLICIES:-"apt_pi0 baseline_pi0 discrete_pi0 apt_groot baseline_groot"}
 # Layouts are drawn from the episode seed alone (every task of a seed shares its layout), so the
-# seed count is the number of layouts a cell sees: 10 per entry of the 24-entry splits (240
-# episodes), 3 per entry of the 96-entry ones (288 episodes).
+# seed count is the number of layouts a cell sees: 10 on every split (240 episodes per 24-entry
+# split, 960 per 96-entry one). The training-seed study used 3 on the 96-entry splits (EPISODES_96=3).
 EPISODES=${EPISODES:-10}                    # per entry of the 24-entry splits
-EPISODES_96=${EPISODES_96:-3}               # per entry of the 96-entry splits (paraphrased, unseen)
+EPISODES_96=${EPISODES_96:-10}              # per entry of the 96-entry splits (paraphrased, unseen)
 STORE=${STORE:-results/tabletop/store.sqlite}
 SPLITS=${SPLITS:-"seen paraphrased unseen compositional blank shuffled swapped"}
 

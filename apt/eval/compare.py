@@ -200,7 +200,8 @@ def formatted(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
             "suite": a["suite"], "policy": a["policy_id"], "split": a["split"], "checkpoints": a["checkpoints"],
             "mean ± SD %": [f"{_pct(m)} ± {_pct(sd)}" for m, sd in zip(a["mean"], a["sd"])],
             "min-max %": [f"{_pct(lo)}-{_pct(hi)}" for lo, hi in zip(a["min"], a["max"])],
-            "per checkpoint %": [", ".join(_pct(float(x)) for x in r.split(",")) for r in a["rates"]],
+            "per checkpoint (sha256[:8]: %)": [", ".join(f"{c[:8]}: {_pct(float(x))}" for c, x in zip(cs.split(","), r.split(",")))
+                                               for cs, r in zip(a["checkpoint_sha256"], a["rates"])],
             "episodes each": a["episodes_per_checkpoint"]})
     if "training_seeds_versus" in t:
         v = t["training_seeds_versus"]
