@@ -1,7 +1,7 @@
 """`apt-bench compare`: stored episodes -> policy x split tables with 95% CIs, gaps to seen, plots.
 
 Three tables (statistics and their pairing: stats.py):
-1. success per (suite, policy, split): rate with Wilson 95% CI, episodes, errors;
+1. success per (suite, policy, split): rate with Wilson 95% CI and seed-clustered CI, episodes, errors;
 2. gap of each split to `seen` for the same policy: paired bootstrap 95% CI, McNemar p (NaN where
    the split's tasks are not seen tasks: compositional), and the pairing unit used;
 3. language reliance per policy from the control splits blank/shuffled/swapped.
@@ -9,9 +9,10 @@ Three tables (statistics and their pairing: stats.py):
 Formats: md (default), csv (one long table with a `table` column; numbers unformatted), latex.
 A policy id with several checkpoints in the store is shown as `policy@<sha[:8]>` per checkpoint;
 `--across-checkpoints` adds the training-seed view: per policy id and split, the mean and spread of
-the checkpoints' success rates over the episodes all of them played, and with `--versus` the difference of means with a Welch CI over
-checkpoints (stats.py). Several stores can be read together (`--store A B`): episodes are keyed by
-their identity, so one stored in two of them counts once.
+the checkpoints' success rates over the episodes all of them played, and with `--versus` the
+difference of means with a Welch CI over checkpoints (stats.py). Several stores can be read
+together (`--store A B`): episodes are keyed by their identity, so one stored in two of them counts
+once.
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ def versus_table(df: pd.DataFrame, reference: str) -> pd.DataFrame:
                 unit = ["task_id", "instruction_id", "seed"]
                 d = paired_gap(b, a, unit=unit)
                 pairs = a.merge(b, on=unit, suffixes=("", "_ref"))
-                lo_s, hi_s = cluster_bootstrap_ci(pairs["success"].to_numpy(float) - pairs["success_ref"].to_numpy(float),
-                                                  pairs["seed"].to_numpy())
+                diff = pairs["success"].to_numpy(float) - pairs["success_ref"].to_numpy(float)
+                lo_s, hi_s = cluster_bootstrap_ci(diff, pairs["seed"].to_numpy())
                 rows.append({"suite": suite, "policy": policy, "reference": reference, "split": split,
                              "rate": d["split_rate"], "reference_rate": d["seen_rate"], "diff": d["gap"],
                              "lo": d["lo"], "hi": d["hi"], "mcnemar_p": d["mcnemar_p"], "n_units": d["n_units"],
@@ -138,7 +139,8 @@ def tables(df: pd.DataFrame, versus: str | None = None, across: bool = False) ->
     if across:
         seeds = across_checkpoints(common_episodes(df), by=["suite", "policy_id", "split"])
         seeds["_o"] = seeds["split"].map(order.index)
-        out["training_seeds"] = seeds.sort_values(["suite", "policy_id", "_o"]).drop(columns="_o").reset_index(drop=True)
+        seeds = seeds.sort_values(["suite", "policy_id", "_o"]).drop(columns="_o")
+        out["training_seeds"] = seeds.reset_index(drop=True)
         if versus is not None:
             if versus not in set(df["policy_id"]):
                 raise BenchError(f"--versus {versus!r}: no such policy id in the selected episodes; policy ids: "
@@ -160,6 +162,11 @@ def _p(x: float) -> str:
     return "n/a" if x is None or math.isnan(x) else (f"{x:.3g}" if x >= 1e-4 else "<1e-4")
 
 
+def _with_ci(x: pd.Series, lo: pd.Series, hi: pd.Series) -> list[str]:
+    """'34.6 [28.9, 40.8]' per row (percent points)."""
+    return [f"{_pct(a)} [{_pct(b)}, {_pct(c)}]" for a, b, c in zip(x, lo, hi)]
+
+
 def _cis(lo: pd.Series, hi: pd.Series) -> list[str]:
     return [f"[{_pct(a)}, {_pct(b)}]" if not math.isnan(a) else "n/a" for a, b in zip(lo, hi)]
 
@@ -168,14 +175,12 @@ def formatted(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """Human-readable versions (percent with CI) for md / latex."""
     s = t["success"]
     succ = pd.DataFrame({"suite": s["suite"], "policy": s["policy"], "split": s["split"],
-                         "success % [95% CI]": [f"{_pct(r)} [{_pct(lo)}, {_pct(hi)}]"
-                                                for r, lo, hi in zip(s["rate"], s["lo"], s["hi"])],
+                         "success % [95% CI]": _with_ci(s["rate"], s["lo"], s["hi"]),
                          "seed-clustered CI": _cis(s["lo_seed"], s["hi_seed"]),
                          "episodes": s["n"], "seeds": s["seeds"], "errors": s["errors"]})
     g = t["gap"]
     gap = pd.DataFrame({"suite": g["suite"], "policy": g["policy"], "split": g["split"],
-                        "gap to seen (pts) [95% CI]": [f"{_pct(x)} [{_pct(lo)}, {_pct(hi)}]"
-                                                       for x, lo, hi in zip(g["gap"], g["lo"], g["hi"])],
+                        "gap to seen (pts) [95% CI]": _with_ci(g["gap"], g["lo"], g["hi"]),
                         "McNemar p": [_p(p) for p in g["mcnemar_p"]], "paired on": g["pairing"],
                         "units": g["n_units"]})
     r = t["reliance"]
@@ -190,8 +195,7 @@ def formatted(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         out["versus"] = pd.DataFrame({
             "suite": v["suite"], "split": v["split"], "policy": v["policy"], "policy %": [_pct(x) for x in v["rate"]],
             "reference": v["reference"], "reference %": [_pct(x) for x in v["reference_rate"]],
-            "difference (pts) [95% CI]": [f"{_pct(x)} [{_pct(lo)}, {_pct(hi)}]"
-                                          for x, lo, hi in zip(v["diff"], v["lo"], v["hi"])],
+            "difference (pts) [95% CI]": _with_ci(v["diff"], v["lo"], v["hi"]),
             "seed-clustered CI": _cis(v["lo_seed"], v["hi_seed"]),
             "McNemar p": [_p(p) for p in v["mcnemar_p"]], "units": v["n_units"], "seeds": v["seeds"]})
     if "training_seeds" in t:
@@ -200,16 +204,16 @@ def formatted(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
             "suite": a["suite"], "policy": a["policy_id"], "split": a["split"], "checkpoints": a["checkpoints"],
             "mean ± SD %": [f"{_pct(m)} ± {_pct(sd)}" for m, sd in zip(a["mean"], a["sd"])],
             "min-max %": [f"{_pct(lo)}-{_pct(hi)}" for lo, hi in zip(a["min"], a["max"])],
-            "per checkpoint (sha256[:8]: %)": [", ".join(f"{c[:8]}: {_pct(float(x))}" for c, x in zip(cs.split(","), r.split(",")))
-                                               for cs, r in zip(a["checkpoint_sha256"], a["rates"])],
+            "per checkpoint (sha256[:8]: %)": [
+                ", ".join(f"{c[:8]}: {_pct(float(x))}" for c, x in zip(cs.split(","), r.split(",")))
+                for cs, r in zip(a["checkpoint_sha256"], a["rates"])],
             "episodes each": a["episodes_per_checkpoint"]})
     if "training_seeds_versus" in t:
         v = t["training_seeds_versus"]
         out["training_seeds_versus"] = pd.DataFrame({
             "suite": v["suite"], "split": v["split"], "policy": v["policy_id"], "mean %": [_pct(x) for x in v["mean"]],
             "reference": v["reference"], "reference mean %": [_pct(x) for x in v["reference_mean"]],
-            "difference of means (pts) [95% Welch CI]": [f"{_pct(x)} [{_pct(lo)}, {_pct(hi)}]"
-                                                         for x, lo, hi in zip(v["diff"], v["lo"], v["hi"])],
+            "difference of means (pts) [95% Welch CI]": _with_ci(v["diff"], v["lo"], v["hi"]),
             "Welch p": [_p(p) for p in v["p"]],
             "checkpoints": [f"{a} vs {b}" for a, b in zip(v["checkpoints"], v["reference_checkpoints"])]})
     return out
@@ -232,7 +236,8 @@ TITLES = {"success": "Success rate per policy and split",
           "gap": "Gap to seen (paired)", "reliance": "Language reliance (control splits)",
           "versus": "Difference to the reference policy (paired per episode: task, instruction, seed)",
           "training_seeds": "Across checkpoints (training seeds): success mean ± SD",
-          "training_seeds_versus": "Difference to the reference policy across training seeds (Welch CI over checkpoints)"}
+          "training_seeds_versus":
+              "Difference to the reference policy across training seeds (Welch CI over checkpoints)"}
 
 
 def render(t: dict[str, pd.DataFrame], fmt: str) -> str:
