@@ -95,9 +95,9 @@ def seeds_versus_table(seeds: pd.DataFrame, reference: str) -> pd.DataFrame:
         ref = g[g["policy_id"] == reference]
         if ref.empty:
             continue
-        ref_rates = [float(x) for x in ref["rates"].iloc[0].split(",")]
+        ref_rates = ref["rates"].iloc[0]
         for _, r in g[g["policy_id"] != reference].iterrows():
-            rates = [float(x) for x in r["rates"].split(",")]
+            rates = r["rates"]
             d = welch_diff(rates, ref_rates)
             rows.append({"suite": suite, "policy_id": r["policy_id"], "reference": reference, "split": split,
                          "mean": r["mean"], "reference_mean": float(ref["mean"].iloc[0]),
@@ -205,7 +205,7 @@ def formatted(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
             "mean ± SD %": [f"{_pct(m)} ± {_pct(sd)}" for m, sd in zip(a["mean"], a["sd"])],
             "min-max %": [f"{_pct(lo)}-{_pct(hi)}" for lo, hi in zip(a["min"], a["max"])],
             "per checkpoint (sha256[:8]: %)": [
-                ", ".join(f"{c[:8]}: {_pct(float(x))}" for c, x in zip(cs.split(","), r.split(",")))
+                ", ".join(f"{c[:8]}: {_pct(x)}" for c, x in zip(cs, r))
                 for cs, r in zip(a["checkpoint_sha256"], a["rates"])],
             "episodes each": a["episodes_per_checkpoint"]})
     if "training_seeds_versus" in t:

@@ -99,8 +99,9 @@ def success_table(df: pd.DataFrame, by: Sequence[str] = ("policy_id", "split")) 
     out["lo"] = [c[0] for c in cis]
     out["hi"] = [c[1] for c in cis]
     if "seed" in df.columns:
-        clustered = [(g["seed"].nunique(), *cluster_bootstrap_ci(g["success"].to_numpy(float), g["seed"].to_numpy()))
-                     for _, g in df.groupby(by, sort=True)]
+        clustered = [(cell["seed"].nunique(), *cluster_bootstrap_ci(cell["success"].to_numpy(float),
+                                                                     cell["seed"].to_numpy()))
+                     for _, cell in g]
         out["seeds"] = [c[0] for c in clustered]
         out["lo_seed"] = [c[1] for c in clustered]
         out["hi_seed"] = [c[2] for c in clustered]
@@ -188,7 +189,7 @@ def language_reliance(seen: pd.DataFrame, controls: pd.DataFrame, n_resamples: i
 
 def across_checkpoints(df: pd.DataFrame, by: Sequence[str] = ("suite", "policy_id", "split")) -> pd.DataFrame:
     """Per group: the success rate of each checkpoint (training seed), then mean / SD / min / max over
-    checkpoints. `rates` lists the per-checkpoint rates, ordered by checkpoint sha256."""
+    checkpoints. `rates` holds the per-checkpoint rates (a tuple, ordered as `checkpoint_sha256`)."""
     by = list(by)
     per = df.groupby([*by, "checkpoint_sha256"], sort=True).agg(rate=("success", "mean"), n=("success", "size"))
     rows = []
@@ -199,8 +200,8 @@ def across_checkpoints(df: pd.DataFrame, by: Sequence[str] = ("suite", "policy_i
                      "sd": float(rates.std(ddof=1)) if len(rates) > 1 else float("nan"),
                      "min": float(rates.min()), "max": float(rates.max()),
                      "episodes_per_checkpoint": int(g["n"].min()),
-                     "rates": ",".join(f"{r:.4f}" for r in rates),
-                     "checkpoint_sha256": ",".join(g.index.get_level_values("checkpoint_sha256"))})
+                     "rates": tuple(float(r) for r in rates),
+                     "checkpoint_sha256": tuple(g.index.get_level_values("checkpoint_sha256"))})
     return pd.DataFrame(rows, columns=[*by, "checkpoints", "mean", "sd", "min", "max", "episodes_per_checkpoint",
                                        "rates", "checkpoint_sha256"])
 
