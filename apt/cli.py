@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="on-disk format (default: the suite's native one, e.g. LIBERO HDF5 for "
                           "libero_goal; else apt-bench's)")
     dem.add_argument("--tasks", nargs="+", default=None, help="only these training task ids")
+    dem.add_argument("--cameras", nargs="+", default=None,
+                     help="record only these cameras (default: every camera the suite has)")
     dem.set_defaults(handler=_call("apt.training.data:demos_command"))
     trn = sub.add_parser("train", help="train a policy with its recipe and write a checkpoint")
     trn.add_argument("--policy", required=True,

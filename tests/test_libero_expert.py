@@ -23,7 +23,8 @@ from benchmarks.libero import expert as E
 GOAL_PLANS = {
     (("Open", "wooden_cabinet_1_middle_region"),): [("open_drawer", "wooden_cabinet_1_middle_region")],
     (("In", "akita_black_bowl_1", "wooden_cabinet_1_top_region"),):
-        [("open_drawer", "wooden_cabinet_1_top_region"),
+        [("clear", "akita_black_bowl_1", "wooden_cabinet_1_top_region"),
+         ("open_drawer", "wooden_cabinet_1_top_region"),
          ("pick_place", "akita_black_bowl_1", "wooden_cabinet_1_top_region")],
     (("On", "plate_1", "main_table_stove_front_region"),):
         [("push", "plate_1", "main_table_stove_front_region")],
@@ -31,7 +32,8 @@ GOAL_PLANS = {
     (("On", "cream_cheese_1", "akita_black_bowl_1"),):
         [("pick_place", "cream_cheese_1", "akita_black_bowl_1")],
     (("Open", "wooden_cabinet_1_top_region"), ("In", "cream_cheese_1", "wooden_cabinet_1_top_region")):
-        [("open_drawer", "wooden_cabinet_1_top_region"),
+        [("clear", "cream_cheese_1", "wooden_cabinet_1_top_region"),
+         ("open_drawer", "wooden_cabinet_1_top_region"),
          ("pick_place", "cream_cheese_1", "wooden_cabinet_1_top_region")],
 }
 
@@ -175,3 +177,74 @@ def test_demos_are_written_as_libero_hdf5_from_sampled_layouts_and_replay(tmp_pa
         assert obs["privileged"]["fixture_joints"]["flat_stove_1_button"] > 0.3
     finally:
         env.close()
+
+
+# --- geometry of the drawer-clearing step, on a synthetic LIBERO-Goal scene -------------------
+
+def _scene(bowl_xy, top_q=0.0):
+    """Privileged state shaped like LiberoEnv's for the LIBERO-Goal scene (task 3, init 0): the
+    cabinet turned 180 degrees about z, its drawers opening toward +y."""
+    cabinet = (np.array([0.0208, -0.2335, 0.905]), np.array([0.0, 0.0, 0.0, 1.0]))
+    return {"robot0_eef_pos": np.array([-0.2, 0.0, 1.18]), "robot0_eef_quat": np.array([1.0, 0.0, 0.0, 0.0]),
+            "akita_black_bowl_1_pos": np.array([*bowl_xy, 0.898]),
+            "wine_bottle_1_pos": np.array([-0.211, -0.035, 0.899]),
+            "cream_cheese_1_pos": np.array([-0.049, 0.148, 0.909]),
+            "plate_1_pos": np.array([0.035, -0.012, 0.903]),
+            "fixture_bodies": {f"wooden_cabinet_1_cabinet_{lvl}": cabinet for lvl in ("top", "middle", "bottom")},
+            "fixture_joints": {"wooden_cabinet_1_top_level": top_q, "wooden_cabinet_1_middle_level": 0.0,
+                               "wooden_cabinet_1_bottom_level": 0.0},
+            "sites": {"wooden_cabinet_1_top_region": np.array([0.035, -0.243, 1.091])}}
+
+
+def _episode(privileged):
+    from benchmarks.base import ActionSpec
+
+    expert = E.LiberoExpert("libero_goal/3", (("In", "akita_black_bowl_1", "wooden_cabinet_1_top_region"),),
+                            ActionSpec(dim=7))
+    return E._Episode(expert, privileged, np.random.default_rng(0))
+
+
+def test_open_drawer_footprint_moves_with_the_slide():
+    ep = _episode(_scene((-0.08, 0.014)))
+    lo, hi = ep._drawer_rect("wooden_cabinet_1_cabinet_top", E.DRAWER_OPEN_Q)
+    # the box's front (local -y) faces world +y and moves out by the slide's travel
+    np.testing.assert_allclose(lo, [0.0208 - 0.1127, -0.2335 + 0.152 - 0.0943], atol=1e-6)
+    np.testing.assert_allclose(hi, [0.0208 + 0.106, -0.2335 + 0.152 + 0.1093], atol=1e-6)
+    closed_lo, _ = ep._drawer_rect("wooden_cabinet_1_cabinet_top", 0.0)
+    assert closed_lo[1] == pytest.approx(lo[1] - 0.152)
+
+
+def test_bowl_under_the_drawer_is_dragged_out_sideways_never_into_the_cabinet():
+    ep = _episode(_scene((-0.08, 0.014)))  # under the open drawer's front-left corner
+    d = ep._way_out("akita_black_bowl_1", "wooden_cabinet_1_cabinet_top")
+    assert d is not None and d[0] < 0 and d[1] >= 0, d  # away from the drawer, not toward -y
+    assert np.linalg.norm(d) == pytest.approx(1.0)
+    far = _episode(_scene((-0.25, 0.15)))
+    assert far._way_out("akita_black_bowl_1", "wooden_cabinet_1_cabinet_top") is None
+
+
+def test_bowl_is_grasped_where_the_hand_misses_the_open_drawer():
+    cleared = _episode(_scene((-0.137, 0.049), top_q=-0.157))  # where the drag leaves it
+    (lo, hi), = cleared._open_drawer_rects()
+    offset, yaw = cleared._grasp("akita_black_bowl_1")
+    point = np.array([-0.137, 0.049]) + offset[:2]
+    half = np.array([E.HAND_HALF_DEPTH, E.HAND_HALF_SPAN]) if yaw == 0.0 \
+        else np.array([E.HAND_HALF_SPAN, E.HAND_HALF_DEPTH])
+    assert np.any(point - half > hi) or np.any(point + half < lo)  # footprints apart
+    # with no drawer open the bowl is taken at its default rim point, upright
+    offset, yaw = _episode(_scene((-0.137, 0.049)))._grasp("akita_black_bowl_1")
+    assert yaw == 0.0 and np.allclose(offset, E.GRASP_OFFSET["akita_black_bowl"])
+
+
+def test_expert_table_lists_every_goal_and_reports_failures():
+    from benchmarks.libero import compositional
+    from benchmarks.libero.expert_table import TaskRow, task_ids, to_markdown
+
+    ids = task_ids()
+    assert ids[:10] == [f"libero_goal/{i}" for i in range(10)]
+    assert ids[10:] == [g.task_id for g in compositional.GOALS] and len(set(ids)) == len(ids)
+    md = to_markdown([TaskRow("libero_goal/3", 50, 43, (0, 10), 283.3, 292, 300),
+                      TaskRow("libero_goal/9", 50, 0, tuple(range(50)), None, None, 300)])
+    lines = md.splitlines()
+    assert lines[2] == "| libero_goal/3 | 86% | 43/50 | 283.3 | 292 (limit 300) | 0, 10 |"
+    assert lines[3].startswith("| libero_goal/9 | 0% | 0/50 | - | - (limit 300) | 0, 1, 2,")

@@ -1,6 +1,7 @@
-"""`python -m benchmarks.libero {variants,pro-splits,compositional}`: list LIBERO(-PRO) suites; (re)write
-the `pro_language` instruction sets from the installed LIBERO-PRO BDDL files; (re)write (`--check`:
-compare) the LIBERO-Goal compositional BDDL files (benchmarks/libero/compositional.py)."""
+"""`python -m benchmarks.libero {variants,pro-splits,compositional,expert-table}`: list LIBERO(-PRO)
+suites; (re)write the `pro_language` instruction sets from the installed LIBERO-PRO BDDL files;
+(re)write (`--check`: compare) the LIBERO-Goal compositional BDDL files
+(benchmarks/libero/compositional.py); the scripted expert's success table (expert_table.py)."""
 
 from __future__ import annotations
 
@@ -37,8 +38,12 @@ def main(argv: list[str] | None = None) -> None:
         from benchmarks.libero import compositional
 
         sys.exit(compositional.main(argv[1:]))
+    if argv[:1] == ["expert-table"]:
+        from benchmarks.libero import expert_table
+
+        sys.exit(expert_table.main(argv[1:]))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=("variants", "pro-splits", "compositional"))
+    ap.add_argument("command", choices=("variants", "pro-splits", "compositional", "expert-table"))
     ap.add_argument("--base", default=None, help="suite family, e.g. libero_goal")
     args = ap.parse_args(argv)
     if args.command == "variants":

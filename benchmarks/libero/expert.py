@@ -11,6 +11,9 @@ Skills, chosen per goal atom (`plan_for`):
   stalls on contact) -> open -> retreat. The bowl is grasped by its rim, the bottle at its neck.
 - open_drawer Open(drawer region), and before In(obj, drawer region): grasp the drawer's handle
   from above, pull it along the drawer's slide axis until LIBERO's open range is reached, release.
+- clear, before opening a drawer a bowl goes into: a bowl standing where the open drawer will
+  hang over it (LIBERO-Goal task 3: the hand cannot reach its rim under the drawer) is first
+  dragged out sideways by the closed fingers lowered inside it.
 - push On(plate, table region): the plate is flat and wide, so it is pushed: the closed gripper,
   leaning toward the goal, goes down behind the rim and pushes it, following the plate (and going
   back behind it if the fingers ride up onto it) until its centre is on the region's centre.
@@ -18,6 +21,10 @@ Skills, chosen per goal atom (`plan_for`):
   vertical axis) until the joint is well inside LIBERO's turn-on range.
 The gripper's orientation is held at its start orientation (top-down) by a rotation correction.
 It never reads the instruction: run in a scene where another goal is asked, it does its own task.
+
+Success over the 50 init states of every task and goal, within LIBERO-Goal's 300 steps:
+results/libero/expert_table.md (`python -m benchmarks.libero expert-table`). LIBERO places the
+fixtures (the cabinet) anew in every process, so a failing init state need not fail again.
 
 Noise (diverse demonstrations) is seeded per episode: Gaussian action noise of std `noise` on the
 translation and a waypoint jitter of up to `noise * JITTER_M` metres.
@@ -36,8 +43,10 @@ ACTION_DIM = 7
 STATE_DIM = 8
 OPEN, CLOSED = -1.0, 1.0
 POS_GAIN = 10.0  # action units per metre of position error (1 unit = a 5 cm target offset)
-CARRY_GAIN = 6.0  # slower while carrying: a fast swing shakes the bottle out of the fingers
+# slower while carrying these: a fast swing shakes the bottle out of the fingers
+CARRY_GAIN = {"wine_bottle": 6.0, "cream_cheese": 6.0}
 CARRY_SPEED = {"wine_bottle": 0.4}  # action cap while carrying (default 1)
+GO_FLOOR = 0.3  # smallest translation action while moving to a waypoint (see _Episode.go)
 ROT_GAIN = 1.0  # action units per radian of orientation error (1 unit = 0.5 rad)
 TABLE_Z = 0.895  # LIBERO's main_table regions: the table top the objects start on
 SAFE_DZ = 0.06  # a carried object's bottom clears the highest region (cabinet top, rack) by this
@@ -52,6 +61,7 @@ GRASP_OFFSET: dict[str, tuple[float, float, float]] = {
     "cream_cheese": (0.0, 0.0, 0.0),
 }
 APPROACH_DZ = {"wine_bottle": 0.14}  # above the grasp point before descending (default 0.08)
+APPROACH_TOL = 0.012  # a waypoint on the way down, not the grasp itself
 # Push: the closed fingertips come down just outside the plate's rim on the side away from the goal
 # (the plate's radius is ~7 cm) and push the rim, leaning forward so the hand and wrist stay clear
 # of the cabinet the plate starts next to (tilt 0.9 rad, 10 starts: 9/10; upright: 0/6 - the
@@ -67,15 +77,35 @@ PUSH_TILT = 0.9  # radians the hand leans toward the goal (fingertips behind it)
 # Drawer handle, in the drawer body's frame (LIBERO's wooden_cabinet model, geoms g18/g29/...).
 HANDLE_LOCAL = {"top": (-0.0028, -0.1016, 0.1839), "middle": (-0.0028, -0.1016, 0.1104),
                 "bottom": (-0.0028, -0.1016, 0.0369)}
+HANDLE_GAIN = 16.0  # straight in to the handle (nothing to hit; a slow tail cost ~8 steps)
 HANDLE_REACH = 0.0  # grip site this far in front of the handle bar's centre when closing
-DRAWER_PULL_LEAD = 0.04  # the pull's target runs this far ahead of the handle
+DRAWER_PULL_LEAD = 0.08  # the pull's target runs this far ahead of the handle
 DRAWER_GRIP_STEPS, DRAWER_RELEASE_STEPS = 10, 6
+DRAWER_WALL_DZ = 0.031  # a drawer's walls rise this far above its region's site
+# a carried object's bottom passes this far over the walls (0.02: the flaring bowl hit the front
+# wall and pushed the drawer shut)
+DRAWER_CARRY_DZ = 0.05
+DRAWER_LOWER_GAIN = 10.0  # lowered into a drawer faster than onto a small target
+DRAWER_PLACE_TOL = 0.012  # a drawer is wide: the object needs no fine alignment over it
+DRAWER_APPROACH_DZ = 0.03  # the handle is approached from this far above its height
+# rise this far after the pull, turning back down; the next skill's approach finishes the turn
+# (rising 10 cm and waiting for the turn here cost task 3 ~15 of its 300 steps)
+DRAWER_LEAVE_DZ = 0.03
+# Each drawer's box (xy footprint) in its body's frame (the three levels share it; z differs).
+DRAWER_BOX_LOCAL = ((-0.106, -0.1093), (0.1127, 0.0943))
 DRAWER_OPEN_Q = -0.152  # target slide position (LIBERO's open range is [-0.16, -0.14])
 KNOB_GRASP_LOCAL = (0.0014, 0.0, 0.035)  # over the knob's hinge, in the button body's frame
 # Yaw for a bowl grasped on its x side (fingers across that rim wall); -90 and +90 degrees both
 # work (task 3, 10 starts, 600 steps: 7/10 each), -90 was faster.
 BOWL_X_SIDE_YAW = -np.pi / 2
 KNOB_ON_Q = 1.0  # target knob angle (turn-on range [0.5, 2.1])
+# The Panda hand seen from above: half its length along the finger axis and half its depth across.
+HAND_HALF_SPAN, HAND_HALF_DEPTH = 0.11, 0.035
+CLEAR_MARGIN = 0.015  # the hand beside a cleared bowl stays this far off the open drawer
+CLEAR_ROOM = 0.095  # a cleared bowl's centre ends at least this far from other objects, if it can
+DRAG_DZ = 0.035  # grip site above the bowl's origin while dragging it (fingertips over its floor)
+DRAG_LEAD = 0.06  # the drag's target runs this far ahead of the bowl's centre
+DRAG_GAIN = 20.0
 
 
 def _quat_wxyz_to_matrix(q: np.ndarray) -> np.ndarray:
@@ -146,6 +176,8 @@ def plan_for(goal: tuple[tuple[str, ...], ...]) -> list[tuple[str, ...]]:
         elif pred == "in" and _drawer_level(atom[2]):
             if ("open_drawer", atom[2]) not in steps:
                 steps.append(("open_drawer", atom[2]))
+            # the object is moved out from under the drawer before the drawer is opened over it
+            steps.insert(steps.index(("open_drawer", atom[2])), ("clear", atom[1], atom[2]))
             steps.append(("pick_place", atom[1], atom[2]))
         elif pred == "on" and _category(atom[1]) == "plate" and atom[2].startswith("main_table_"):
             steps.append(("push", atom[1], atom[2]))
@@ -197,9 +229,10 @@ class _Episode:
         return np.asarray(self.p[f"{name}_pos"], dtype=float)
 
     def _action(self, target: np.ndarray, grip: float, gain: float = POS_GAIN,
-                speed: float = 1.0) -> np.ndarray:
+                speed: float = 1.0, floor: float = 0.0) -> np.ndarray:
         d = gain * (np.asarray(target) - self.eef)
-        d = d * min(1.0, speed / max(float(np.max(np.abs(d))), 1e-9))  # keep the direction
+        size = max(float(np.max(np.abs(d))), 1e-9)
+        d = d * min(1.0, speed / size, max(1.0, floor / size))  # keep the direction
         if self.expert.noise > 0:
             d = np.clip(d + self.rng.normal(0.0, self.expert.noise, 3), -1.0, 1.0)
         rot = self.ref_rot @ _quat_xyzw_to_matrix(self.p["robot0_eef_quat"]).T
@@ -208,13 +241,15 @@ class _Episode:
 
     def go(self, target_fn, grip: float, tol: float = 0.006, max_steps: int = 80,
            gain: float = POS_GAIN, speed: float = 1.0) -> Generator[np.ndarray, None, bool]:
-        """Move toward target_fn() (re-evaluated every step); True once within tol."""
+        """Move toward target_fn() (re-evaluated every step); True once within tol. The action
+        never shrinks below GO_FLOOR (or `speed`) on the way: a proportional step alone crawls
+        over the last centimetres."""
         self.grip = grip
         for _ in range(max_steps):
             target = np.asarray(target_fn(), dtype=float)
             if np.linalg.norm(target - self.eef) < tol:
                 return True
-            yield self._action(target, grip, gain, speed)
+            yield self._action(target, grip, gain, speed, floor=min(GO_FLOOR, speed))
         return False
 
     def hold(self, grip: float, n: int) -> Generator[np.ndarray, None, None]:
@@ -237,7 +272,7 @@ class _Episode:
             yield self._action(anchor, grip)
 
     def lower_until(self, target: np.ndarray, grip: float, max_steps: int = 60,
-                    stall: float = 0.0008) -> Generator[np.ndarray, None, None]:
+                    stall: float = 0.0008, gain: float = 6.0) -> Generator[np.ndarray, None, None]:
         """Descend toward target; stop there, or when the eef stops descending (contact)."""
         self.grip = grip
         still = 0
@@ -245,7 +280,7 @@ class _Episode:
             z = self.eef[2]
             if np.linalg.norm(target - self.eef) < 0.004:
                 return
-            yield self._action(target, grip, gain=6.0)
+            yield self._action(target, grip, gain=gain)
             still = still + 1 if z - self.eef[2] < stall else 0
             if still >= 4:
                 return
@@ -259,28 +294,99 @@ class _Episode:
     def _highest_site(self) -> float:
         return max(float(v[2]) for v in self.p["sites"].values())
 
-    def _open_drawer_handles(self) -> list[np.ndarray]:
-        return [self._body_point(f"{j[: -len(f'_{lvl}_level')]}_cabinet_{lvl}", HANDLE_LOCAL[lvl])
+    def _drawer_rect(self, body: str, at_q: float) -> tuple[np.ndarray, np.ndarray]:
+        """World xy box (lo, hi) of drawer `body` when its slide joint is at `at_q`."""
+        pos, quat = self.p["fixture_bodies"][body]
+        rot = _quat_wxyz_to_matrix(quat)
+        q = float(self.p["fixture_joints"][self._drawer_joint(body)])
+        origin = np.asarray(pos) + (-rot @ np.array([0.0, 1.0, 0.0])) * (q - at_q)  # opening = -slide
+        (x0, y0), (x1, y1) = DRAWER_BOX_LOCAL
+        corners = np.array([origin + rot @ np.array([x, y, 0.0]) for x in (x0, x1) for y in (y0, y1)])
+        return corners[:, :2].min(0), corners[:, :2].max(0)
+
+    @staticmethod
+    def _drawer_joint(body: str) -> str:
+        """'wooden_cabinet_1_cabinet_top' -> 'wooden_cabinet_1_top_level'."""
+        head, _, level = body.rpartition("_cabinet_")
+        return f"{head}_{level}_level"
+
+    def _open_drawer_rects(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [self._drawer_rect(f"{j[: -len(f'_{lvl}_level')]}_cabinet_{lvl}", float(q))
                 for j, q in self.p["fixture_joints"].items()
                 for lvl in HANDLE_LOCAL if j.endswith(f"_{lvl}_level") and q < -0.05]
 
     def _grasp(self, obj: str) -> tuple[np.ndarray, float]:
-        """(grasp offset, gripper yaw). A bowl is taken by the rim point farthest from any open
-        drawer (an open drawer can hang over the near rim and stop the descent), the gripper
-        yawed 90 degrees when that point is on the x side so the fingers straddle the rim wall."""
+        """(grasp offset, gripper yaw). With a drawer open, a bowl is taken at the rim point
+        whose hand footprint stays off the open drawers (which hang over the table and stop the
+        descent), the farthest from other objects among those; the gripper is yawed 90 degrees
+        when that point is on the x side so the fingers straddle the rim wall."""
         base = np.array(GRASP_OFFSET[_category(obj)])
-        drawers = self._open_drawer_handles()
-        if _category(obj) != "akita_black_bowl" or not drawers:
+        rects = self._open_drawer_rects()
+        if _category(obj) != "akita_black_bowl" or not rects:
             return base, 0.0
         r, z = float(np.hypot(base[0], base[1])), float(base[2])
         sides = [(np.array([0.0, r, z]), 0.0), (np.array([0.0, -r, z]), 0.0),
                  (np.array([r, 0.0, z]), BOWL_X_SIDE_YAW), (np.array([-r, 0.0, z]), BOWL_X_SIDE_YAW)]
 
-        def clearance(side: tuple[np.ndarray, float]) -> float:
+        def hand_gap(side: tuple[np.ndarray, float]) -> float:
             point = self.obj(obj)[:2] + side[0][:2]
-            return min(float(np.linalg.norm(point - d[:2])) for d in drawers)
+            half = np.array([HAND_HALF_DEPTH, HAND_HALF_SPAN]) if side[1] == 0.0 \
+                else np.array([HAND_HALF_SPAN, HAND_HALF_DEPTH])
+            return min(float(np.max(np.maximum(lo - (point + half), (point - half) - hi))) for lo, hi in rects)
 
-        return max(sides, key=clearance)
+        clear = [side for side in sides if hand_gap(side) > 0.0]
+        if not clear:
+            return max(sides, key=hand_gap)
+        return max(clear, key=lambda side: self._room(self.obj(obj)[:2] + side[0][:2], obj))
+
+    def _room(self, point: np.ndarray, exclude: str) -> float:
+        """Distance from xy `point` to the nearest object other than `exclude` (origins)."""
+        others = [np.asarray(v[:2], float) for k, v in self.p.items() if k.endswith("_pos")
+                  and not k.startswith("robot0") and "_to_" not in k and k != f"{exclude}_pos"]
+        return min((float(np.linalg.norm(point - o)) for o in others), default=1.0)
+
+    def _way_out(self, obj: str, body: str) -> np.ndarray | None:
+        """Unit xy direction to drag `obj` so that a hand at its rim stays CLEAR_MARGIN off drawer
+        `body` once open: of the eight compass directions not into the cabinet, the shortest way
+        out that leaves CLEAR_ROOM to other objects (the roomiest if none does). None: clear."""
+        lo, hi = self._drawer_rect(body, DRAWER_OPEN_Q)
+        need = HAND_HALF_DEPTH + CLEAR_MARGIN
+        c = self.obj(obj)[:2]
+        if np.any(c <= lo - need) or np.any(c >= hi + need):
+            return None
+        _, quat = self.p["fixture_bodies"][body]
+        pull = (-_quat_wxyz_to_matrix(quat) @ np.array([0.0, 1.0, 0.0]))[:2]
+        exits = []
+        for angle in np.arange(8) * np.pi / 4:
+            d = np.array([np.cos(angle), np.sin(angle)])
+            if float(d @ pull) < -0.1:
+                continue  # that way is into the cabinet
+            travel = min(((lo[a] - need if d[a] < 0 else hi[a] + need) - c[a]) / d[a]
+                         for a in (0, 1) if abs(d[a]) > 1e-6)
+            exits.append(((min(self._room(c + d * travel, obj), CLEAR_ROOM), -travel), d))
+        return max(exits, key=lambda e: e[0])[1]
+
+    def clear(self, obj: str, region: str) -> Generator[np.ndarray, None, None]:
+        """Drag a bowl out from under where the drawer of `region` will hang once open: the
+        closed fingers go down inside the bowl and pull it by its wall along `_way_out` until a
+        hand at its rim stays clear of the open drawer. Other objects, and a bowl already clear,
+        are left alone (LIBERO-Goal puts nothing else under a drawer)."""
+        level = _drawer_level(region)
+        if _category(obj) != "akita_black_bowl" or level is None:
+            return
+        body = f"{region[: -len(f'_{level}_region')]}_cabinet_{level}"
+        d = self._way_out(obj, body)
+        if d is None:
+            return
+        drag_z = float(self.obj(obj)[2]) + DRAG_DZ
+        yield from self.go(lambda: self.obj(obj) + [0, 0, DRAG_DZ + 0.03], CLOSED, tol=0.01, max_steps=60)
+        yield from self.lower_until(np.array([*self.obj(obj)[:2], drag_z]), CLOSED, max_steps=15)
+        for _ in range(60):
+            if self._way_out(obj, body) is None:
+                break
+            yield self._action(np.array([*(self.obj(obj)[:2] + d * DRAG_LEAD), drag_z]), CLOSED, gain=DRAG_GAIN)
+        # back off the wall, then up out of the bowl (a sideways exit would drag it back)
+        yield from self.go(lambda: np.array([*self.obj(obj)[:2], drag_z + 0.06]), CLOSED, tol=0.02, max_steps=20)
 
     def pick_place(self, obj: str, target: str) -> Generator[np.ndarray, None, None]:
         grasp, yaw = self._grasp(obj)
@@ -289,17 +395,18 @@ class _Episode:
         self.ref_rot = _yaw(yaw) @ down
         approach = APPROACH_DZ.get(_category(obj), 0.08)
         for _attempt in range(2):
-            if self._open_drawer_handles():  # over first, then down: a diagonal catches the drawer
+            if self._open_drawer_rects():  # over first, then down: a diagonal catches the drawer
                 high = max(float(self.eef[2]), float((self.obj(obj) + offset)[2]) + approach)
                 yield from self.go(lambda: np.array([*(self.obj(obj) + offset)[:2], high]), OPEN, tol=0.02,
                                    max_steps=40)
-            yield from self.go(lambda: self.obj(obj) + offset + [0, 0, approach], OPEN, max_steps=60)
+            yield from self.go(lambda: self.obj(obj) + offset + [0, 0, approach], OPEN, tol=APPROACH_TOL,
+                               max_steps=60)
             if yaw:  # finish turning before the fingers come down beside the rim
                 yield from self.settle_rotation(OPEN, tol=0.05, max_steps=20)
             yield from self.go(lambda: self.obj(obj) + offset, OPEN, tol=0.004, max_steps=40)
             yield from self.hold(CLOSED, 12)
             grasp_dz = float(self.eef[2] - self.obj(obj)[2])  # the object hangs this far below
-            carry = max(self._highest_site() + SAFE_DZ + grasp_dz, self.eef[2] + 0.1)
+            carry = max(self._carry_floor(target) + grasp_dz, self.eef[2] + 0.1)
             yield from self.go(lambda: np.array([*self.eef[:2], carry]), CLOSED, tol=0.02, max_steps=40)
             if self.obj(obj)[2] > TABLE_Z + self.rest_z.get(obj, 0.0) + 0.05:
                 break  # lifted
@@ -311,15 +418,24 @@ class _Episode:
             t = self._target_xy(target)
             return np.array([t[0] + rel[0], t[1] + rel[1], carry])
 
-        yield from self.go(over, CLOSED, tol=0.01, max_steps=80, gain=CARRY_GAIN,
+        yield from self.go(over, CLOSED, tol=0.01, max_steps=80, gain=CARRY_GAIN.get(_category(obj), POS_GAIN),
                            speed=CARRY_SPEED.get(_category(obj), 1.0))
-        yield from self.go(over, CLOSED, tol=0.004, max_steps=20, gain=6.0)
+        yield from self.go(over, CLOSED, tol=DRAWER_PLACE_TOL if _drawer_level(target) else 0.004, max_steps=20,
+                           gain=6.0)
         release = over()
         release[2] = surface + self.rest_z.get(obj, 0.0) + grasp_dz + 0.015
-        yield from self.lower_until(release, CLOSED)
+        yield from self.lower_until(release, CLOSED, gain=DRAWER_LOWER_GAIN if _drawer_level(target) else 6.0)
         yield from self.hold(OPEN, 12)
         yield from self.go(lambda: self.eef + [0, 0, 0.05], OPEN, max_steps=15)
         self.ref_rot = down
+
+    def _carry_floor(self, target: str) -> float:
+        """Height a carried object's bottom travels at: SAFE_DZ over the highest region (the cabinet
+        top, the rack), or, into a drawer, just over the drawer's walls (the drawer is in front of
+        everything else on the way)."""
+        if _drawer_level(target) is not None:
+            return self._surface(target) + DRAWER_WALL_DZ + DRAWER_CARRY_DZ
+        return self._highest_site() + SAFE_DZ
 
     def _surface(self, target: str) -> float:
         """Height the placed object's bottom should come to rest at."""
@@ -354,21 +470,20 @@ class _Episode:
         def handle() -> np.ndarray:
             return self._body_point(body, HANDLE_LOCAL[level])
 
-        yield from self.go(lambda: handle() + pull * 0.12 + [0, 0, 0.03], OPEN, tol=0.01, max_steps=60)
-        yield from self.go(lambda: handle() + pull * 0.12, OPEN, tol=0.01, max_steps=30)
-        yield from self.go(lambda: handle() + pull * HANDLE_REACH, OPEN, tol=0.006, max_steps=30)
+        yield from self.go(lambda: handle() + pull * 0.12 + [0, 0, DRAWER_APPROACH_DZ], OPEN, tol=0.015,
+                           max_steps=70)
+        yield from self.go(lambda: handle() + pull * HANDLE_REACH, OPEN, tol=0.006, max_steps=30,
+                           gain=HANDLE_GAIN)
         yield from self.hold(CLOSED, DRAWER_GRIP_STEPS)
         for _ in range(80):
             if self.p["fixture_joints"][joint] <= DRAWER_OPEN_Q:
                 break
             yield self._action(handle() + pull * DRAWER_PULL_LEAD, CLOSED)
         yield from self.hold(OPEN, DRAWER_RELEASE_STEPS)
-        # Clear the handle, then rise while turning back to pointing down (the next skill's
-        # approach finishes the turn).
+        # Clear the handle, then rise a little while turning back to pointing down.
         yield from self.go(lambda: handle() + pull * 0.08 + [0, 0, 0.02], OPEN, tol=0.02, max_steps=15)
         self.ref_rot = down
-        yield from self.go(lambda: handle() + pull * 0.10 + [0, 0, 0.10], OPEN, tol=0.03, max_steps=20)
-        yield from self.settle_rotation(OPEN, tol=0.1, max_steps=20)
+        yield from self.go(lambda: handle() + pull * 0.10 + [0, 0, DRAWER_LEAVE_DZ], OPEN, tol=0.03, max_steps=20)
 
     def push(self, obj: str, region: str) -> Generator[np.ndarray, None, None]:
         """Push the plate by its rim from behind (module constants PUSH_*); it cannot be lifted."""
