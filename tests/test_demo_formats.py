@@ -40,7 +40,7 @@ def _episode(rng: np.random.Generator, t: int, size: int = 16) -> dict[str, np.n
 
 def write_libero(file: Path, task: str, demos: dict[str, dict[str, np.ndarray]], *,
                  benchmark: str | None = "libero_goal", convention: str | None = "opengl",
-                 problem_info: bool = True) -> Path:
+                 problem_info: bool = True, cameras: tuple[str, ...] = ("agentview_rgb", "eye_in_hand_rgb")) -> Path:
     file.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(file, "w") as f:
         grp = f.create_group("data")
@@ -58,8 +58,7 @@ def write_libero(file: Path, task: str, demos: dict[str, dict[str, np.ndarray]],
         for key, ep in demos.items():
             g = grp.create_group(key)
             obs = g.create_group("obs")
-            for k in ("agentview_rgb", "eye_in_hand_rgb", "ee_pos", "ee_ori", "ee_states",
-                      "gripper_states", "joint_states"):
+            for k in (*cameras, "ee_pos", "ee_ori", "ee_states", "gripper_states", "joint_states"):
                 obs.create_dataset(k, data=ep[k])
             t = len(ep["actions"])
             done = np.zeros(t, dtype=np.uint8)
@@ -316,6 +315,24 @@ def test_libero_feeds_training(libero_dir):
     root, _ = libero_dir
     demos = load_demos(root, suite=StubSuite(), image_size=32, compute_hash=False)
     _train_batch_loss(demos, ("agentview", "wrist"))
+
+
+def test_training_reads_libero_files_for_its_cameras_only(tmp_path):
+    """`apt-bench demos --cameras agentview` writes files without the wrist camera; training on
+    agentview reads them (the loader's default wants both cameras and says so)."""
+    from types import SimpleNamespace
+
+    from apt.training.recipes import RecipeOptions, _load_demos
+
+    root = tmp_path / "libero_goal"
+    write_libero(root / f"{DRAWER}_demo.hdf5", DRAWER, {"demo_0": _episode(np.random.default_rng(1), 4)},
+                 cameras=("agentview_rgb",))
+    opts = RecipeOptions(policy="apt_pi0", suite="libero_goal", demos=str(root), cameras=("agentview",))
+    # _load_demos hands suite.name to the loader, which also takes a Suite (no LIBERO install needed)
+    demos = _load_demos(opts, SimpleNamespace(name=StubSuite(), version=None))
+    assert list(demos.images) == ["agentview"] and len(demos.actions) == 4
+    with pytest.raises(BenchError, match="no 'obs/eye_in_hand_rgb'"):
+        load_demos(root, suite=StubSuite(), compute_hash=False)
 
 
 def test_libero_errors(tmp_path, libero_dir):
