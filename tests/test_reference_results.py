@@ -1,5 +1,5 @@
-"""The committed tabletop reference: tables regenerate from the committed store exactly, and every
-stored episode comes from a checkpoint shipped in checkpoints/tabletop (same sha256)."""
+"""The committed references (tabletop, LIBERO-Goal): tables regenerate from the committed store
+exactly, and every stored episode comes from a checkpoint shipped beside it (same sha256)."""
 
 import json
 from pathlib import Path
@@ -13,23 +13,37 @@ from apt.training.checkpoints import checkpoint_sha256
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "tabletop"
 CKPTS = ROOT / "checkpoints" / "tabletop"
-
-pytestmark = pytest.mark.skipif(not (RESULTS / "store.sqlite").is_file(), reason="no committed reference store")
-
-
-def test_committed_tables_regenerate_from_the_store(tmp_path):
-    for fmt, name in (("md", "results.md"), ("csv", "results.csv")):
-        out = tmp_path / name
-        assert cmp.compare(str(RESULTS / "store.sqlite"), fmt=fmt, out=str(out), versus="baseline_pi0") == 0
-        assert out.read_text() == (RESULTS / name).read_text(), f"{name} is stale: regenerate it (results/tabletop/README.md)"
+# (results folder, checkpoints folder, the tables committed there)
+REFERENCES = {"tabletop": (RESULTS, CKPTS, ("results.md", "results.csv")),
+              "libero": (ROOT / "results" / "libero", ROOT / "checkpoints" / "libero_goal", ("results.md",))}
 
 
-def test_stored_episodes_come_from_the_shipped_checkpoints():
-    manifest = json.loads((CKPTS / "MANIFEST.json").read_text())["checkpoints"]
-    df = read_episodes(RESULTS / "store.sqlite")
+def _reference(name: str) -> tuple[Path, Path, tuple[str, ...]]:
+    results, ckpts, tables = REFERENCES[name]
+    if not (results / "store.sqlite").is_file():
+        pytest.skip(f"no committed {name} reference store")
+    return results, ckpts, tables
+
+
+@pytest.mark.parametrize("name", list(REFERENCES))
+def test_committed_tables_regenerate_from_the_store(tmp_path, name):
+    results, _, tables = _reference(name)
+    for table in tables:
+        out = tmp_path / table
+        fmt = out.suffix.lstrip(".")
+        assert cmp.compare(str(results / "store.sqlite"), fmt=fmt, out=str(out), versus="baseline_pi0") == 0
+        assert out.read_text() == (results / table).read_text(), \
+            f"{table} is stale: regenerate it ({results.relative_to(ROOT)}/README.md)"
+
+
+@pytest.mark.parametrize("name", list(REFERENCES))
+def test_stored_episodes_come_from_the_shipped_checkpoints(name):
+    results, ckpts, _ = _reference(name)
+    manifest = json.loads((ckpts / "MANIFEST.json").read_text())["checkpoints"]
+    df = read_episodes(results / "store.sqlite")
     for policy, sha in df.groupby("policy_id")["checkpoint_sha256"].unique().items():
         assert len(sha) == 1, f"{policy}: episodes from several checkpoints"
-        assert manifest[policy]["sha256"] == sha[0] == checkpoint_sha256(CKPTS / policy)
+        assert manifest[policy]["sha256"] == sha[0] == checkpoint_sha256(ckpts / policy)
         assert manifest[policy]["size_bytes"] <= 8_000_000
 
 
