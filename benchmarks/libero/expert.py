@@ -299,10 +299,22 @@ class _Episode:
         pos, quat = self.p["fixture_bodies"][body]
         rot = _quat_wxyz_to_matrix(quat)
         q = float(self.p["fixture_joints"][self._drawer_joint(body)])
-        origin = np.asarray(pos) + (-rot @ np.array([0.0, 1.0, 0.0])) * (q - at_q)  # opening = -slide
+        origin = np.asarray(pos) + self._pull(body) * (q - at_q)
         (x0, y0), (x1, y1) = DRAWER_BOX_LOCAL
         corners = np.array([origin + rot @ np.array([x, y, 0.0]) for x in (x0, x1) for y in (y0, y1)])
         return corners[:, :2].min(0), corners[:, :2].max(0)
+
+    def _pull(self, body: str) -> np.ndarray:
+        """World direction drawer `body` opens along (its slide's negative axis, local +y)."""
+        _, quat = self.p["fixture_bodies"][body]
+        return -_quat_wxyz_to_matrix(quat) @ np.array([0.0, 1.0, 0.0])
+
+    def _under_open_drawer(self, obj: str, body: str) -> bool:
+        """Whether a hand at `obj`'s rim would come within CLEAR_MARGIN of drawer `body` open."""
+        lo, hi = self._drawer_rect(body, DRAWER_OPEN_Q)
+        need = HAND_HALF_DEPTH + CLEAR_MARGIN
+        c = self.obj(obj)[:2]
+        return not (np.any(c <= lo - need) or np.any(c >= hi + need))
 
     @staticmethod
     def _drawer_joint(body: str) -> str:
@@ -349,13 +361,12 @@ class _Episode:
         """Unit xy direction to drag `obj` so that a hand at its rim stays CLEAR_MARGIN off drawer
         `body` once open: of the eight compass directions not into the cabinet, the shortest way
         out that leaves CLEAR_ROOM to other objects (the roomiest if none does). None: clear."""
+        if not self._under_open_drawer(obj, body):
+            return None
         lo, hi = self._drawer_rect(body, DRAWER_OPEN_Q)
         need = HAND_HALF_DEPTH + CLEAR_MARGIN
         c = self.obj(obj)[:2]
-        if np.any(c <= lo - need) or np.any(c >= hi + need):
-            return None
-        _, quat = self.p["fixture_bodies"][body]
-        pull = (-_quat_wxyz_to_matrix(quat) @ np.array([0.0, 1.0, 0.0]))[:2]
+        pull = self._pull(body)[:2]
         exits = []
         for angle in np.arange(8) * np.pi / 4:
             d = np.array([np.cos(angle), np.sin(angle)])
@@ -382,7 +393,7 @@ class _Episode:
         yield from self.go(lambda: self.obj(obj) + [0, 0, DRAG_DZ + 0.03], CLOSED, tol=0.01, max_steps=60)
         yield from self.lower_until(np.array([*self.obj(obj)[:2], drag_z]), CLOSED, max_steps=15)
         for _ in range(60):
-            if self._way_out(obj, body) is None:
+            if not self._under_open_drawer(obj, body):
                 break
             yield self._action(np.array([*(self.obj(obj)[:2] + d * DRAG_LEAD), drag_z]), CLOSED, gain=DRAG_GAIN)
         # back off the wall, then up out of the bowl (a sideways exit would drag it back)
@@ -462,8 +473,7 @@ class _Episode:
         body, joint = f"{cabinet}_cabinet_{level}", f"{cabinet}_{level}_level"
         if self.p["fixture_joints"][joint] <= DRAWER_OPEN_Q + 0.005:
             return
-        _, quat = self.p["fixture_bodies"][body]
-        pull = -_quat_wxyz_to_matrix(quat) @ np.array([0.0, 1.0, 0.0])  # opening = negative slide
+        pull = self._pull(body)
         down = self.ref_rot
         self.ref_rot = _pitch_towards(-pull) @ down
 
