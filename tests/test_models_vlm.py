@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from apt.models.efficientnet_lite import EfficientNetLite0, load_efficientnet_lite0
 from apt.models.expert_base import ExpertConfig
 from apt.models.policy_model import ModelConfig, VLAModel
-from apt.models.vlm import HFVLM, TinyVLM, VLMConfig, vl_pretrain_loss
+from apt.models.vlm import HFVLM, TinyVLM, VLMConfig, fold_detail, vl_pretrain_loss
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
@@ -61,6 +61,49 @@ def test_tiny_vlm_shapes_masks_and_language_free_image_tokens(tiny_vlm):
     # float images in [0, 1] are the same as uint8 images
     of = tiny_vlm(imgs.float() / 255, **ta)
     assert torch.allclose(of.hidden_states[-1], oa.hidden_states[-1], atol=1e-5)
+
+
+def test_fold_detail_puts_each_fine_cell_into_its_coarse_token():
+    grid, r, c = 3, 4, 2
+    fine = torch.arange(c * (grid * r) ** 2, dtype=torch.float32).view(1, c, grid * r, grid * r)
+    folded = fold_detail(fine, grid)
+    assert folded.shape == (1, c * r * r, grid, grid)
+    for i, j in [(0, 0), (1, 2), (2, 1)]:  # coarse cell (i, j) holds exactly the fine block under it
+        block = fine[0, :, i * r:(i + 1) * r, j * r:(j + 1) * r]
+        assert sorted(folded[0, :, i, j].tolist()) == sorted(block.flatten().tolist())
+    short = fold_detail(fine[..., :-1, :-1], grid)  # SAME padding left the fine map one cell short
+    assert short.shape == folded.shape and short[0, :, 2, 2].eq(0).any()
+
+
+def test_detail_strides_add_fine_position_to_the_same_tokens():
+    torch.manual_seed(0)
+    vlm = TinyVLM(VLMConfig(image_size=64, width=32, layers=1, heads=2, max_text_tokens=8,
+                            detail_strides=(8, 4))).eval()
+    assert vlm.feature_split == [112, 4 * 40, 16 * 24]
+    # A 4-px red square moved by 8 px inside one stride-16 cell: the folded fine channels tell the
+    # two apart far more than the coarse stride-16 channels do.
+    imgs = torch.full((2, 1, 3, 64, 64), 120, dtype=torch.uint8)
+    imgs[0, 0, 0, 18:22, 18:22], imgs[1, 0, 0, 18:22, 26:30] = 255, 255
+    feats = vlm.frozen_features(images=imgs).image  # [2, 16, 656]
+    assert feats.shape == (2, 16, 656)
+    coarse, fine8, fine4 = feats[:, 5].split(vlm.feature_split, dim=-1)  # token (1, 1): pixels 16..31
+    rel = [((a[0] - a[1]).norm() / a.norm(dim=-1).mean()).item() for a in (coarse, fine8, fine4)]
+    assert rel[2] > 2 * rel[0] and rel[1] > rel[0], rel
+    out = vlm(imgs, **vlm.tokenize(["a", "b"]))
+    assert out.hidden_states[-1].shape == (2, 16 + 8, 32)
+    with pytest.raises(ValueError, match="detail_strides"):
+        VLMConfig(feature_stride=8, detail_strides=(8,))
+
+
+def test_pixel_detail_is_each_tokens_own_normalised_patch():
+    vlm = TinyVLM(VLMConfig(image_size=32, width=16, layers=1, heads=2, max_text_tokens=8,
+                            detail_strides=(1,))).eval()
+    assert vlm.feature_split == [112, 3 * 16 * 16]
+    imgs = torch.randint(0, 256, (1, 1, 3, 32, 32), dtype=torch.uint8)
+    feats = vlm.frozen_features(images=imgs).image  # [1, 4, 112 + 768]: tokens row-major over 2 x 2
+    x = EfficientNetLite0.normalize(imgs[0].float() / 255)
+    pixels = feats[0, 1, 112:].view(3, 16, 16)  # token (0, 1): rows 0..15, columns 16..31
+    assert torch.allclose(pixels, x[0, :, :16, 16:], atol=1e-6)
 
 
 def test_vl_pretrain_loss_trains_trunk_only_and_learns():

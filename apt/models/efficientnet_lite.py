@@ -113,11 +113,18 @@ class EfficientNetLite0(nn.Module):
 
     def features(self, x: Tensor, stride: int = 16) -> Tensor:
         """x: [B, 3, H, W] already normalised -> feature map [B, C, ceil(H/stride), ceil(W/stride)]."""
-        last = self.last_block_at_stride(stride)
+        return self.feature_pyramid(x, (stride,))[0]
+
+    def feature_pyramid(self, x: Tensor, strides: tuple[int, ...]) -> list[Tensor]:
+        """One pass; the feature map at each of `strides` (the deepest block at that stride), in order."""
+        lasts = [self.last_block_at_stride(s) for s in strides]
+        out: dict[int, Tensor] = {}
         h = F.relu6(self._bn0(self._conv_stem(x)))
-        for blk in self._blocks[: last + 1]:
+        for i, blk in enumerate(self._blocks[: max(lasts) + 1]):
             h = blk(h)
-        return h
+            if i in lasts:
+                out[i] = h
+        return [out[i] for i in lasts]
 
     def forward(self, x: Tensor) -> Tensor:
         """ImageNet logits [B, 1000] (kept for checking the weights, unused by the VLM)."""

@@ -85,6 +85,8 @@ def _feature_cache_path(demos: Demos, model: torch.nn.Module, camera: str) -> Pa
         return None
     ident = {"data_hash": data_hash, "cameras": [camera], "kind": vcfg.kind,
              "image_size": vcfg.image_size, "feature_stride": vcfg.feature_stride, "format": 1}
+    if vcfg.detail_strides:  # (absent from the key otherwise: caches made before the field stay valid)
+        ident["detail_strides"] = list(vcfg.detail_strides)
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     return Path(demos.path) / f"features_{key}.npy"
 
