@@ -227,13 +227,16 @@ class TinyVLM(VLM):
         path = minilm_path()
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self.strides = (cfg.feature_stride, *cfg.detail_strides)
-        channels = {s: 3 if s == PIXELS else EfficientNetLite0().channels_at_stride(s) for s in self.strides}
+        # Build order (text encoder, then one EfficientNet) keeps the global RNG stream, hence seeded inits.
         if cfg.pretrained_encoders:
             self.text_encoder: nn.Module = AutoModel.from_pretrained(str(path), local_files_only=True)
-            self.vision_encoder: nn.Module = load_efficientnet_lite0()
+            cnn = load_efficientnet_lite0()
         else:
             self.text_encoder = _RandomTextEncoder(self.tokenizer.vocab_size, _MINILM_DIM)
-            self.vision_encoder = _PatchEncoder({s: c for s, c in channels.items() if s != PIXELS})
+            cnn = EfficientNetLite0()
+        channels = {s: 3 if s == PIXELS else cnn.channels_at_stride(s) for s in self.strides}
+        self.vision_encoder: nn.Module = cnn if cfg.pretrained_encoders else \
+            _PatchEncoder({s: c for s, c in channels.items() if s != PIXELS})
         for p in [*self.text_encoder.parameters(), *self.vision_encoder.parameters()]:
             p.requires_grad_(False)
 
