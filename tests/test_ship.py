@@ -40,3 +40,15 @@ def test_ship_converts_to_fp16_and_manifest_identifies_the_checkpoint(tmp_path, 
     # Relaxed FAST decoding is recorded for discrete checkpoints only (a flow policy decodes no tokens).
     flow = ship(tmp_path / "ck", relaxed_decoding=False)["checkpoints"]["apt_pi0"]
     assert flow["inference"] == {"noise_scale": 0.0} and flow["sha256"] == again["sha256"]
+
+
+def test_training_command_reproduces_the_recorded_threads_and_cameras():
+    from apt.training.ship import training_command
+
+    config = {"policy": "baseline_pi0", "suite": "tabletop", "observation_spec": {"cameras": ["front", "wrist"]},
+              "recipe": {"name": "baseline", "demos": "demos/tabletop100", "steps": 3000, "batch_size": 64,
+                         "lr": 0.001, "seed": 0, "vlm_init": "checkpoints/tabletop/vlm_tiny", "threads": 2}}
+    cmd = training_command(config, "checkpoints/tabletop/baseline_pi0")
+    assert "--cameras front wrist" in cmd and cmd.endswith("--threads 2 --out checkpoints/tabletop/baseline_pi0")
+    del config["recipe"]["threads"]  # recorded before threads were: every such run used one
+    assert "--threads 1 --out" in training_command(config, "x")

@@ -382,7 +382,7 @@ def _checkpoint_meta(opts: RecipeOptions, suite: Suite, demos: Any, model: Any, 
         observation_spec={"cameras": list(opts.cameras), "state_dim": suite.observation_spec.state_dim,
                           "image_size": int(demos.meta.get("image_size", suite.observation_spec.image_size))},
         model=model.cfg.to_dict(), norm={"state": state_norm.to_dict(), "action": action_norm.to_dict()},
-        recipe={**recipe, "demos": opts.demos, "cameras": list(opts.cameras)},
+        recipe={**recipe, "demos": opts.demos, "cameras": list(opts.cameras), "threads": opts.threads},
         data_hash=str(demos.meta.get("data_hash", "")), train=train,
         exclude_prefixes=_exclude_prefixes(model.cfg))
 

@@ -60,7 +60,8 @@ def training_command(config: dict[str, Any], out: str) -> str:
     fusion = config.get("model", {}).get("fusion") or {}
     if recipe.get("name") == "apt" and fusion.get("unfreeze_vlm"):
         parts.append(f"--unfreeze-vlm --vlm-lr-multiplier {fusion.get('vlm_lr_multiplier')}")
-    return " ".join(parts + ["--threads 1", f"--out {out}"])
+    # Checkpoints from before the recipe recorded its threads were all trained on one.
+    return " ".join(parts + [f"--threads {recipe.get('threads') or 1}", f"--out {out}"])
 
 
 def ship(folder: str | Path, dtype: torch.dtype = torch.float16,
