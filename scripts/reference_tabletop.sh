@@ -4,14 +4,17 @@
 #
 #   bash scripts/reference_tabletop.sh            # everything (hours on 2 CPU cores)
 #   STEPS=4000 POLICIES="apt_pi0 baseline_pi0" bash scripts/reference_tabletop.sh
-#   # the training-seed study (results/tabletop/seeds.md): seeds 1 and 2 of the APT pair, shipped
-#   # backbone, the four instruction splits, one store:
-#   for s in 1 2; do SEED=$s CK=checkpoints/tabletop/seeds/seed$s VLM=checkpoints/tabletop/vlm_tiny \
-#       STORE=results/tabletop/seeds.sqlite POLICIES="apt_pi0 baseline_pi0" EPISODES_96=3 \
-#       SPLITS="seen paraphrased unseen compositional" bash scripts/reference_tabletop.sh; done
+#   # the training-seed study (results/tabletop/seeds.md): seeds 0-2 of the pi0 pair with the first
+#   # reference recipe (front camera only, one thread, 5000 / 4000 steps), shipped backbone, the four
+#   # instruction splits, one store:
+#   for s in 0 1 2; do for ps in apt_pi0:5000 baseline_pi0:4000; do SEED=$s CK=checkpoints/tabletop/seeds/seed$s \
+#       VLM=checkpoints/tabletop/vlm_tiny STORE=results/tabletop/seeds.sqlite POLICIES=${ps%%:*} STEPS=${ps#*:} \
+#       CAMERAS=front THREADS=1 EPISODES_96=3 SPLITS="seen paraphrased unseen compositional" \
+#       bash scripts/reference_tabletop.sh; done; done
 #
-# Each policy trains single-threaded so two can run side by side on a 2-core machine; wall times
-# are recorded in each checkpoint's config.json. Evaluation also runs single-threaded
+# The pi0 pair sees the front and wrist cameras and trains alone on both cores (--threads 2, one
+# after the other); the other policies see the front camera and train single-threaded, two side by
+# side. Wall times are recorded in each checkpoint's config.json. Evaluation runs single-threaded
 # (OMP_NUM_THREADS=1): two evaluations with torch's default threads on 2 cores oversubscribe them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +27,8 @@ VLM=${VLM:-$CK/vlm_tiny}                    # the backbone every policy starts f
 STEPS=${STEPS:-}                            # empty: each policy's reference step count (below)
 LR=${LR:-1e-3}
 SEED=${SEED:-0}
+CAMERAS=${CAMERAS:-}                        # empty: each policy's reference cameras (below)
+THREADS=${THREADS:-}                        # empty: each policy's reference torch threads (below)
 POLICIES=${POLICIES:-"apt_pi0 baseline_pi0 discrete_pi0 apt_groot baseline_groot"}
 # Layouts are drawn from the episode seed alone (every task of a seed shares its layout), so the
 # seed count is the number of layouts a cell sees: 10 on every split (240 episodes per 24-entry
@@ -33,11 +38,22 @@ EPISODES_96=${EPISODES_96:-10}              # per entry of the 96-entry splits (
 STORE=${STORE:-results/tabletop/store.sqlite}
 SPLITS=${SPLITS:-"seen paraphrased unseen compositional blank shuffled swapped"}
 
-# Reference step counts: what fits in ~30 min of one core each (apt: Stage 1 on cached frozen
-# features is fast, Stage 2 also trains the trunk; discrete decodes tokens autoregressively).
+# Reference step counts: what fits in ~30 min (pi0 pair: of both cores, with twice the image
+# tokens; the others: of one core). apt: Stage 1 on cached frozen features is fast, Stage 2 also
+# trains the trunk; discrete decodes tokens autoregressively.
 steps_for() {
     if [ -n "$STEPS" ]; then echo "$STEPS"; return; fi
-    case "$1" in apt_*) echo 5000 ;; discrete_*) echo 2500 ;; *) echo 4000 ;; esac
+    case "$1" in apt_pi0) echo 6000 ;; baseline_pi0) echo 3000 ;; apt_*) echo 5000 ;; discrete_*) echo 2500 ;;
+                 *) echo 4000 ;; esac
+}
+# The wrist view fixes the pi0 pair's position errors (baseline_pi0 on seen: 68.8% vs 39.6% front-only).
+cameras_for() {
+    if [ -n "$CAMERAS" ]; then echo "$CAMERAS"; return; fi
+    case "$1" in apt_pi0|baseline_pi0) echo "front wrist" ;; *) echo front ;; esac
+}
+threads_for() {
+    if [ -n "$THREADS" ]; then echo "$THREADS"; return; fi
+    case "$1" in apt_pi0|baseline_pi0) echo 2 ;; *) echo 1 ;; esac
 }
 # discrete_pi0 trains on the 50-per-task set: on 100 per task FAST's BPE compressed worse and 72% of
 # its generations did not decode (0% on seen).
@@ -57,7 +73,8 @@ flags_for() {
 for p in $POLICIES; do
     # shellcheck disable=SC2046
     [ -f "$CK/$p/model.safetensors" ] || "$BIN" train --policy "$p" --demos "$(demos_for "$p")" --steps "$(steps_for "$p")" \
-        --lr "$LR" --threads 1 --seed "$SEED" --vlm "$VLM" $(flags_for "$p") --out "$CK/$p"
+        --lr "$LR" --threads "$(threads_for "$p")" --cameras $(cameras_for "$p") --seed "$SEED" --vlm "$VLM" \
+        $(flags_for "$p") --out "$CK/$p"
 done
 # The tiny flow policies do better sampling from zero noise than from N(0, I) (baseline_pi0 on seen:
 # 52.8% vs 31.9%): record that as their inference default (config.json "inference"), fp16 weights.
@@ -72,7 +89,7 @@ for p in $POLICIES; do
     done
 done
 "$BIN" compare --store "$STORE"
-# With other seeds in $STORE, the seed-0 episodes of results/tabletop/store.sqlite join them:
-#   apt-bench compare --store results/tabletop/store.sqlite results/tabletop/seeds.sqlite \
+# The training-seed table (seeds 0-2 in one store, see the top of this file):
+#   apt-bench compare --store results/tabletop/seeds.sqlite \
 #       --policies apt_pi0 baseline_pi0 --splits seen paraphrased unseen compositional \
 #       --across-checkpoints --versus baseline_pi0 --out results/tabletop/seeds.md
