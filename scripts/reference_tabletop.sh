@@ -43,10 +43,10 @@ SPLITS=${SPLITS:-"seen paraphrased unseen compositional blank shuffled swapped"}
 # trains the trunk; discrete decodes tokens autoregressively.
 steps_for() {
     if [ -n "$STEPS" ]; then echo "$STEPS"; return; fi
-    case "$1" in apt_pi0) echo 6000 ;; baseline_pi0) echo 3000 ;; apt_*) echo 5000 ;; discrete_*) echo 2500 ;;
+    case "$1" in apt_pi0) echo 4000 ;; baseline_pi0) echo 3000 ;; apt_*) echo 5000 ;; discrete_*) echo 2500 ;;
                  *) echo 4000 ;; esac
 }
-# The wrist view fixes the pi0 pair's position errors (baseline_pi0 on seen: 68.8% vs 39.6% front-only).
+# The wrist view fixes the pi0 pair's position errors (baseline_pi0 on seen: 70.0% vs 39.6% front-only).
 cameras_for() {
     if [ -n "$CAMERAS" ]; then echo "$CAMERAS"; return; fi
     case "$1" in apt_pi0|baseline_pi0) echo "front wrist" ;; *) echo front ;; esac
