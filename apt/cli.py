@@ -26,6 +26,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = _non_negative_int(text)
     if value == 0:
@@ -111,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     dem.add_argument("--tasks", nargs="+", default=None, help="only these training task ids")
     dem.add_argument("--cameras", nargs="+", default=None,
                      help="record only these cameras (default: every camera the suite has)")
+    dem.add_argument("--expert-noise", type=_non_negative_float, default=None,
+                     help="std of the expert's per-step action noise, recorded in the labels "
+                          "(default 0.1; 0 = clean labels, e.g. for FAST-token policies)")
     dem.set_defaults(handler=_call("apt.training.data:demos_command"))
     trn = sub.add_parser("train", help="train a policy with its recipe and write a checkpoint")
     trn.add_argument("--policy", required=True,

@@ -610,14 +610,15 @@ def load_demos(path: str | Path, suite: str | None = None, suite_version: str | 
 
 def demos_command(suite: str, out: str, episodes_per_task: int, workers: int | None, seed: int,
                   image_size: int, format: str | None = None, tasks: Sequence[str] | None = None,
-                  cameras: Sequence[str] | None = None) -> int:
+                  cameras: Sequence[str] | None = None, expert_noise: float | None = None) -> int:
     """`apt-bench demos`: generate and summarise; exit 1 if a task ended with no episode or an
-    episode raised."""
+    episode raised. `expert_noise` None = DEFAULT_EXPERT_NOISE."""
     from apt.registry import get_suite
 
     s = get_suite(suite)
     summary = generate_demos(s, out, episodes_per_task=episodes_per_task, workers=workers,
-                             seed=seed, image_size=image_size, fmt=format, tasks=tasks, cameras=cameras)
+                             seed=seed, image_size=image_size, fmt=format, tasks=tasks, cameras=cameras,
+                             expert_noise=DEFAULT_EXPERT_NOISE if expert_noise is None else expert_noise)
     attempted = summary.episodes + summary.failed + summary.errors
     print(f"wrote {summary.episodes} episodes ({summary.frames} frames) of {len(summary.per_task)} "
           f"tasks to {summary.path} in {summary.seconds:.1f} s; hash {summary.data_hash[:16]}")
