@@ -16,24 +16,22 @@ from benchmarks.base import BenchError
 DEFAULT_STORE = "runs/results.sqlite"
 
 
-def _non_negative_int(text: str) -> int:
+def _non_negative(text: str, cast: Callable[[str], Any], what: str) -> Any:
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
     if not value >= 0:  # also rejects nan
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    return _non_negative(text, int, "an integer")
+
+
+def _non_negative_float(text: str) -> float:
+    return _non_negative(text, float, "a number")
 
 
 def _positive_int(text: str) -> int:
