@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     dem.add_argument("--expert-noise", type=_non_negative_float, default=None,
                      help="std of the expert's per-step action noise, recorded in the labels "
                           "(default 0.1; 0 = clean labels, e.g. for FAST-token policies)")
+    dem.add_argument("--clean-labels", action="store_true",
+                     help="execute the noisy actions but record the expert's intended (noise-free) "
+                          "action as each frame's label (DART-style)")
     dem.set_defaults(handler=_call("apt.training.data:demos_command"))
     trn = sub.add_parser("train", help="train a policy with its recipe and write a checkpoint")
     trn.add_argument("--policy", required=True,

@@ -129,7 +129,12 @@ class Policy(Protocol):
 
 class ScriptedPolicy:
     """Common state of the privileged-state experts (tabletop, LIBERO): a chunk-1 spec reading no
-    camera, a seeded generator, and per-batch-index episode state that `reset` drops."""
+    camera, a seeded generator, and per-batch-index episode state that `reset` drops.
+
+    An expert whose `act` adds exploration noise may also set `intended` to the same actions
+    before that noise: demonstrations can then execute the noisy action (states off the ideal
+    path, and their corrections) and record the intended one as the label (DART-style).
+    """
 
     def __init__(self, action_spec: ActionSpec, state_dim: int, noise: float = 0.0, seed: int = 0):
         self.noise = float(noise)
@@ -137,6 +142,7 @@ class ScriptedPolicy:
                                chunk=1)
         self._rng = np.random.default_rng(seed)
         self._episodes: list[Any] = []
+        self.intended: np.ndarray | None = None  # the last `act` output before its noise, if known
 
     def reset(self) -> None:
         self._episodes = []

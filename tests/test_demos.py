@@ -143,3 +143,34 @@ def test_demos_command_expert_noise_sets_the_labels_noise(tmp_path, capsys):
         cli.main(["demos", "--out", str(tmp_path / "bad"), "--expert-noise", "-0.1"])
     err = capsys.readouterr().err
     assert "--expert-noise" in err and "must be >= 0" in err and "Traceback" not in err
+
+
+def test_clean_labels_execute_the_noisy_actions_and_record_the_intended_ones(tmp_path, capsys):
+    """--clean-labels (DART-style): the same noisy trajectories (states, frames) as the default run,
+    but each label is the expert's action before its noise: xyz differ by the noise, grip does not."""
+    made = {}
+    for name, extra in (("clean_labels", ["--clean-labels"]), ("default", [])):
+        rc = cli.main(["demos", "--out", str(tmp_path / name), "--episodes-per-task", "2", "--workers", "0",
+                       "--image-size", "16", "--tasks", "place-red-plate", *extra])
+        assert rc == 0, capsys.readouterr().out
+        made[name] = load_demos(tmp_path / name, suite="tabletop")
+    dart, noisy = made["clean_labels"], made["default"]
+    assert dart.meta["clean_labels"] is True and noisy.meta["clean_labels"] is False
+    assert dart.meta["expert_noise"] == noisy.meta["expert_noise"] == 0.1
+    np.testing.assert_array_equal(dart.states, noisy.states)  # the executed actions were the same
+    np.testing.assert_array_equal(dart.images["front"], noisy.images["front"])
+    np.testing.assert_array_equal(dart.actions[:, 3], noisy.actions[:, 3])  # no noise on the gripper
+    residual = noisy.actions[:, :3] - dart.actions[:, :3]
+    unclipped = np.abs(noisy.actions[:, :3]) < 1.0
+    assert 0.07 < residual[unclipped].std() < 0.13, residual[unclipped].std()  # the expert's noise, 0.1
+    assert dart.meta["data_hash"] != noisy.meta["data_hash"]
+
+
+def test_clean_labels_need_an_expert_that_reports_its_intended_actions():
+    from apt.training.data import _labels
+
+    class Blind:  # an expert without `intended`
+        intended = None
+
+    with pytest.raises(BenchError, match="does not report its intended"):
+        _labels(Blind(), np.zeros((1, 4), np.float32))

@@ -126,7 +126,7 @@ _W: dict[str, Any] = {}
 
 
 def _init_worker(suite_name: str, image_size: int, cameras: tuple[str, ...],
-                 episode_dir: str, noise: float, suite: Suite | None = None) -> None:
+                 episode_dir: str, noise: float, clean_labels: bool = False, suite: Suite | None = None) -> None:
     if suite is None:  # spawned worker: build the suite by registered name, inside the worker
         from apt.registry import get_suite
 
@@ -134,7 +134,7 @@ def _init_worker(suite_name: str, image_size: int, cameras: tuple[str, ...],
     rec = demo_recording(suite)
     _W.clear()
     _W.update(suite=suite, image_size=image_size, cameras=cameras, episode_dir=Path(episode_dir),
-              noise=noise, env=None, env_task=None, reset_options=dict(rec.reset_options),
+              noise=noise, clean_labels=clean_labels, env=None, env_task=None, reset_options=dict(rec.reset_options),
               record_keys=rec.record_keys)
 
 
@@ -166,6 +166,17 @@ def _expert_options(suite: Suite, seed: int, noise: float) -> dict[str, Any]:
     return options
 
 
+def _labels(expert: Any, executed: np.ndarray) -> np.ndarray:
+    """The expert's intended actions [H, A] for the chunk it just returned (`clean_labels`)."""
+    intended = getattr(expert, "intended", None)
+    if intended is None:
+        raise BenchError(f"{type(expert).__name__} does not report its intended (noise-free) actions, "
+                         "so --clean-labels cannot be used with it; use --expert-noise 0 for clean labels")
+    intended = np.asarray(intended, dtype=np.float32)[0]
+    assert intended.shape == executed.shape, (intended.shape, executed.shape)
+    return intended
+
+
 def _run_job(job: _Job) -> _Result:
     """Roll the expert once; save the episode's arrays to the episode dir if it succeeded."""
     try:
@@ -180,14 +191,15 @@ def _run_job(job: _Job) -> _Result:
         states, actions, successes = [], [], []
         success = False
         while len(actions) < job.max_steps and not success:
-            chunk = np.asarray(expert.act([obs]), dtype=np.float32)[0]  # [H, A]
-            for action in chunk:
+            chunk = np.asarray(expert.act([obs]), dtype=np.float32)[0]  # [H, A], executed
+            labels = _labels(expert, chunk) if _W["clean_labels"] else chunk
+            for action, label in zip(chunk, labels):
                 for c in cams:
                     images[c].append(np.asarray(obs["images"][c], dtype=np.uint8))
                 for k in extras:
                     extras[k].append(np.asarray(obs["privileged"][k]))
                 states.append(np.asarray(obs["state"], dtype=np.float32))
-                actions.append(action)
+                actions.append(label)
                 obs, _done, info = env.step(action)
                 success = bool(info["success"])
                 successes.append(success)
@@ -239,13 +251,16 @@ def _prepare_out(out_dir: Path) -> Path:
 def generate_demos(suite: Suite, out_dir: str | Path, episodes_per_task: int = 50,
                    workers: int | None = None, seed: int = 0, image_size: int = 96, *,
                    tasks: Sequence[str] | None = None, cameras: Sequence[str] | None = None,
-                   expert_noise: float = DEFAULT_EXPERT_NOISE, progress: bool = True,
-                   fmt: str | None = None) -> DemoSummary:
+                   expert_noise: float = DEFAULT_EXPERT_NOISE, clean_labels: bool = False,
+                   progress: bool = True, fmt: str | None = None) -> DemoSummary:
     """Roll the suite's expert on every training task with its train.yaml instructions.
 
     `tasks` restricts generation to some training task ids; `cameras` defaults to every camera
     the suite offers; `workers` None = os.cpu_count(), 0 = in-process; `expert_noise` is passed to
-    experts that take a `noise` argument (recorded in meta.json). `fmt`: FORMAT (apt-bench's own),
+    experts that take a `noise` argument (recorded in meta.json); `clean_labels`: the expert still
+    executes its noisy actions, but each frame's label is its intended action before the noise
+    (DART-style: the states cover deviations and their corrections, the labels stay noise-free,
+    which FAST action tokens need). `fmt`: FORMAT (apt-bench's own),
     or a native format the suite's `demo_recording` names (LIBERO: "libero_hdf5", one
     `<task name>_demo.hdf5` per task, with the generation record in GENERATION_FILE instead of
     meta.json); None = the suite's native format if it has one.
@@ -294,7 +309,7 @@ def generate_demos(suite: Suite, out_dir: str | Path, episodes_per_task: int = 5
     bar = tqdm(total=len(jobs), desc=f"demos {suite.name}", unit="ep", disable=not progress)
     try:
         if workers == 0:
-            _init_worker(suite.name, image_size, cams, str(episode_dir), expert_noise, suite=suite)
+            _init_worker(suite.name, image_size, cams, str(episode_dir), expert_noise, clean_labels, suite=suite)
             try:
                 for job in jobs:
                     results.append(_run_job(job))
@@ -306,7 +321,8 @@ def generate_demos(suite: Suite, out_dir: str | Path, episodes_per_task: int = 5
         else:
             ctx = mp.get_context("spawn")
             with ctx.Pool(workers, initializer=_init_worker,
-                          initargs=(suite.name, image_size, cams, str(episode_dir), expert_noise)) as pool:
+                          initargs=(suite.name, image_size, cams, str(episode_dir), expert_noise,
+                                    clean_labels)) as pool:
                 for res in pool.imap_unordered(_run_job, jobs, chunksize=1):
                     results.append(res)
                     bar.update(1)
@@ -357,6 +373,7 @@ def generate_demos(suite: Suite, out_dir: str | Path, episodes_per_task: int = 5
         "seed": seed,
         "expert_noise": expert_noise if "noise" in inspect.signature(suite.expert).parameters
         else None,
+        "clean_labels": clean_labels,
         "reset_options": dict(demo_recording(suite).reset_options),
         "seed_rule": "layout seed = 1e9 + sha256('apt-bench-demos', seed, task_id, episode) mod 1e9",
         # apt-bench format: the dataset's data_hash (load_demos checks it); native formats: a hash
@@ -610,7 +627,8 @@ def load_demos(path: str | Path, suite: str | None = None, suite_version: str | 
 
 def demos_command(suite: str, out: str, episodes_per_task: int, workers: int | None, seed: int,
                   image_size: int, format: str | None = None, tasks: Sequence[str] | None = None,
-                  cameras: Sequence[str] | None = None, expert_noise: float | None = None) -> int:
+                  cameras: Sequence[str] | None = None, expert_noise: float | None = None,
+                  clean_labels: bool = False) -> int:
     """`apt-bench demos`: generate and summarise; exit 1 if a task ended with no episode or an
     episode raised. `expert_noise` None = DEFAULT_EXPERT_NOISE."""
     from apt.registry import get_suite
@@ -618,7 +636,8 @@ def demos_command(suite: str, out: str, episodes_per_task: int, workers: int | N
     s = get_suite(suite)
     summary = generate_demos(s, out, episodes_per_task=episodes_per_task, workers=workers,
                              seed=seed, image_size=image_size, fmt=format, tasks=tasks, cameras=cameras,
-                             expert_noise=DEFAULT_EXPERT_NOISE if expert_noise is None else expert_noise)
+                             expert_noise=DEFAULT_EXPERT_NOISE if expert_noise is None else expert_noise,
+                             clean_labels=clean_labels)
     attempted = summary.episodes + summary.failed + summary.errors
     print(f"wrote {summary.episodes} episodes ({summary.frames} frames) of {len(summary.per_task)} "
           f"tasks to {summary.path} in {summary.seconds:.1f} s; hash {summary.data_hash[:16]}")

@@ -68,23 +68,27 @@ class ScriptedExpert(ScriptedPolicy):
             jitter = self._rng.normal(0.0, self.noise * JITTER_M, 3) if self.noise > 0 else np.zeros(3)
             self._episodes.append(_Episode(jitter=np.clip(jitter, -0.008, 0.008)))
         out = np.zeros((len(observations), 1, ACTION_DIM), dtype=np.float32)
+        intended = np.zeros_like(out)
         for i, obs in enumerate(observations):
             p = obs["privileged"]
             ep = self._episodes[i]
             waypoint, grip = (self._push if self.skill == "push" else self._pick_place)(ep, p)
             ep.count += 1
-            out[i, 0] = self._toward(p, waypoint, grip)
+            intended[i, 0], out[i, 0] = self._toward(p, waypoint, grip)
+        self.intended = intended
         return out
 
     # --- low level -------------------------------------------------------------------------------
-    def _toward(self, p: dict, waypoint: np.ndarray, grip: float) -> np.ndarray:
+    def _toward(self, p: dict, waypoint: np.ndarray, grip: float) -> tuple[np.ndarray, np.ndarray]:
+        """(intended action, executed action = intended + exploration noise on xyz, clipped)."""
         d = (waypoint - p["tcp_target"]) / XYZ_STEP
         m = np.max(np.abs(d))
         if m > 1.0:
             d = d / m  # keep the direction, cap the speed
+        intended = np.array([*np.clip(d, -1, 1), grip], dtype=np.float32)
         if self.noise > 0:
             d = d + self._rng.normal(0.0, self.noise, 3)
-        return np.array([*np.clip(d, -1, 1), grip], dtype=np.float32)
+        return intended, np.array([*np.clip(d, -1, 1), grip], dtype=np.float32)
 
     @staticmethod
     def _rise_first(p: dict, goal_xy: np.ndarray) -> np.ndarray:
