@@ -259,8 +259,8 @@ def generate_demos(suite: Suite, out_dir: str | Path, episodes_per_task: int = 5
     the suite offers; `workers` None = os.cpu_count(), 0 = in-process; `expert_noise` is passed to
     experts that take a `noise` argument (recorded in meta.json); `clean_labels`: the expert still
     executes its noisy actions, but each frame's label is its intended action before the noise
-    (DART-style: the states cover deviations and their corrections, the labels stay noise-free,
-    which FAST action tokens need). `fmt`: FORMAT (apt-bench's own),
+    (DART-style: the states cover deviations and their corrections, the labels carry no noise of
+    their own, though they do correct the previous step's). `fmt`: FORMAT (apt-bench's own),
     or a native format the suite's `demo_recording` names (LIBERO: "libero_hdf5", one
     `<task name>_demo.hdf5` per task, with the generation record in GENERATION_FILE instead of
     meta.json); None = the suite's native format if it has one.
