@@ -125,15 +125,21 @@ def test_demos_command_end_to_end(tmp_path, capsys):
     assert not Path(str(out) + ".partial").exists()
 
 
+def _demos_via_cli(tmp_path, capsys, task: str, *option_sets: list[str]) -> list:
+    """`apt-bench demos` of one task (2 episodes, 16 px) once per option set, read back."""
+    made = []
+    for i, options in enumerate(option_sets):
+        out = tmp_path / f"set{i}"
+        rc = cli.main(["demos", "--out", str(out), "--episodes-per-task", "2", "--workers", "0",
+                       "--image-size", "16", "--tasks", task, *options])
+        assert rc == 0, capsys.readouterr().out
+        made.append(load_demos(out, suite="tabletop"))
+    return made
+
+
 def test_demos_command_expert_noise_sets_the_labels_noise(tmp_path, capsys):
     """--expert-noise 0 records clean labels on the same layouts; the default (0.1) noisy ones."""
-    made = {}
-    for name, extra in (("clean", ["--expert-noise", "0"]), ("default", [])):
-        rc = cli.main(["demos", "--out", str(tmp_path / name), "--episodes-per-task", "2", "--workers", "0",
-                       "--image-size", "16", "--tasks", "push-yellow-left", *extra])
-        assert rc == 0, capsys.readouterr().out
-        made[name] = load_demos(tmp_path / name, suite="tabletop")
-    clean, noisy = made["clean"], made["default"]
+    clean, noisy = _demos_via_cli(tmp_path, capsys, "push-yellow-left", ["--expert-noise", "0"], [])
     assert clean.meta["expert_noise"] == 0.0 and noisy.meta["expert_noise"] == 0.1
     assert clean.meta["data_hash"] != noisy.meta["data_hash"]
     # Both start from the same seeded layout (same first observation); only the labels differ.
@@ -148,13 +154,7 @@ def test_demos_command_expert_noise_sets_the_labels_noise(tmp_path, capsys):
 def test_clean_labels_execute_the_noisy_actions_and_record_the_intended_ones(tmp_path, capsys):
     """--clean-labels (DART-style): the same noisy trajectories (states, frames) as the default run,
     but each label is the expert's action before its noise: xyz differ by the noise, grip does not."""
-    made = {}
-    for name, extra in (("clean_labels", ["--clean-labels"]), ("default", [])):
-        rc = cli.main(["demos", "--out", str(tmp_path / name), "--episodes-per-task", "2", "--workers", "0",
-                       "--image-size", "16", "--tasks", "place-red-plate", *extra])
-        assert rc == 0, capsys.readouterr().out
-        made[name] = load_demos(tmp_path / name, suite="tabletop")
-    dart, noisy = made["clean_labels"], made["default"]
+    dart, noisy = _demos_via_cli(tmp_path, capsys, "place-red-plate", ["--clean-labels"], [])
     assert dart.meta["clean_labels"] is True and noisy.meta["clean_labels"] is False
     assert dart.meta["expert_noise"] == noisy.meta["expert_noise"] == 0.1
     np.testing.assert_array_equal(dart.states, noisy.states)  # the executed actions were the same
