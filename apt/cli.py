@@ -148,8 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--compile", action="store_true", help="torch.compile the training step (GPU runs)")
     trn.add_argument("--vl-ratio", type=float, default=0.25,
                      help="discrete/ki: vision-language examples per action example in a batch")
+    trn.add_argument("--vl-grid", dest="vl_grid_cm", type=float, default=0.0, metavar="CM",
+                     help="discrete/ki: also ask each object's cell on a CM-centimetre table grid "
+                          "(fine position questions; default 0 = off)")
     trn.add_argument("--action-vocab", type=_positive_int, default=None,
                      help="discrete/ki: BPE vocabulary size of the action tokenizer (default 1024)")
+    trn.add_argument("--fast-scale", type=float, default=10.0,
+                     help="discrete/ki: scale of the DCT coefficients before rounding (FAST: 10; lower = "
+                          "coarser action tokens)")
     trn.add_argument("--unfreeze-vlm", action="store_true",
                      help="apt only: Stage 2 also trains the VLM trunk (default: frozen, the prior's VLM)")
     trn.add_argument("--vlm-lr-multiplier", type=float, default=None,

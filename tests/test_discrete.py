@@ -65,6 +65,32 @@ def test_kv_cache_decoding_matches_full_forward():
         assert (picks[i, :len(s)] - model.vocab.action_offset).tolist() == s
 
 
+def test_trimmed_targets_give_the_same_loss_and_gradients():
+    """Training batches cut the all-PAD tail of the targets (`trim_padding`): the decoder is causal
+    and PAD carries no loss, so loss and gradients must equal those of the full-length targets."""
+    from apt.models.discrete import trim_padding
+
+    model = _model().train()
+    actions = torch.from_numpy(np.cumsum(np.random.default_rng(1).normal(size=(3, 4, 4)) * 0.3, axis=1)).float()
+    full = model.action_targets(actions)
+    cut = trim_padding(full)
+    lengths = (full != model.vocab.PAD).sum(1)
+    assert cut.shape == (3, int(lengths.max())) and cut.shape[1] < full.shape[1]
+    assert torch.equal(cut, full[:, :cut.shape[1]]) and (full[:, cut.shape[1]:] == model.vocab.PAD).all()
+    assert trim_padding(torch.zeros(2, 5, dtype=torch.long)).shape == (2, 1)
+
+    grads = []
+    for targets in (full, cut):
+        model.zero_grad()
+        loss = model.loss({**_batch(model), "actions": actions, "action_tokens": targets})
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.decoder.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
+    assert len(grads[0][1]) == len(grads[1][1]) > 0
+    for g_full, g_cut in zip(grads[0][1], grads[1][1]):
+        assert torch.allclose(g_full, g_cut, atol=1e-6)
+
+
 def test_undecodable_generation_becomes_nan_then_policy_fallback(suite):
     model = _model()
     out = model.decode_tokens([[1, 2, 3], model.action_tokenizer.encode(np.zeros((4, 4)))])
@@ -95,10 +121,13 @@ def test_undecodable_generation_becomes_nan_then_policy_fallback(suite):
 def test_discrete_pi0_loss_falls_and_checkpoint_round_trips(tmp_path, demos_dir, suite):
     out = tmp_path / "discrete_pi0"
     rc = main(["train", "--policy", "discrete_pi0", "--demos", str(demos_dir), "--out", str(out), "--steps", "80",
-               "--batch-size", "16", "--lr", "1e-3", "--preset", "dummy_discrete", "--vlm", "none"])
+               "--batch-size", "16", "--lr", "1e-3", "--preset", "dummy_discrete", "--vlm", "none",
+               "--fast-scale", "6", "--vl-grid", "3"])
     assert rc == 0
     meta = read_meta(out)
     assert meta.policy == "discrete_pi0" and meta.recipe["name"] == "discrete" and meta.recipe["vl_scenes"] > 0
+    assert meta.model["tokenizer"]["scale"] == 6.0 and meta.recipe["fast_scale"] == 6.0
+    assert meta.recipe["vl_grid_cm"] == 3.0
     assert meta.model["tokenizer"]["format"] == "apt-bench-fast" and (out / TOKENIZER_FILE).is_file()
     curve = meta.train["stages"]["full"]
     assert curve["loss_last"] < 0.8 * curve["loss_first"], curve
@@ -112,6 +141,9 @@ def test_discrete_pi0_loss_falls_and_checkpoint_round_trips(tmp_path, demos_dir,
     env.close()
     assert a1.shape == (2, 4, 4) and a1.dtype == np.float32 and np.array_equal(a1, a2)
     assert isinstance(p1, LearnedPolicy) and isinstance(p1.model, DiscreteVLA)
+    tok = p1.model.vlm.tokenizer  # the grid answers ("7 3") made every digit an answer token
+    digit_ids = {i for d in range(10) for i in tok(str(d), add_special_tokens=False)["input_ids"]}
+    assert digit_ids <= set(meta.model["text_vocab"])
     assert meta.inference["relaxed_decoding"] is True and p1.model.relaxed_decoding  # new checkpoints decode relaxed
 
 
@@ -160,3 +192,35 @@ def test_real_size_preset_builds_on_meta_device():
     n_exp = sum(p.numel() for p in model.expert.parameters())
     assert model.vlm.num_layers == 28 and 1.5e9 < n_vlm < 2.5e9, n_vlm
     assert 2.5e8 < n_dec < 4.5e8 and 2.5e8 < n_exp < 4.0e8, (n_dec, n_exp)
+
+
+def test_vl_grid_questions_name_each_objects_cell(suite):
+    """--vl-grid: every block and receptacle gets its table-grid cell; the cells follow the
+    privileged positions (one cell to the right per grid step) and stay off without a grid."""
+    from apt.training.vl_data import _TABLE_MIN, render_scenes, scene_questions
+
+    lo = np.array([*_TABLE_MIN, 0.0])
+    priv = {"blocks": {"red": lo + [0.001, 0.001, 0.02], "blue": lo + [0.051, 0.031, 0.02]},
+            "receptacles": {"plate": lo + [0.2, 0.1, 0.0]}}
+    qa = dict(scene_questions(priv, grid_m=0.02))
+    assert qa["where exactly is the red block?"] == "0 0"
+    assert qa["where exactly is the blue block?"] == "2 1"
+    assert qa["where exactly is the plate?"] == "10 5"
+    assert not any(q.startswith("where exactly") for q, _ in scene_questions(priv))
+
+    scenes = render_scenes(suite, 2, image_size=32, cameras=("front",), grid_m=0.02)
+    grid = [(q, a) for q, a in zip(scenes.questions, scenes.answers) if q.startswith("where exactly")]
+    assert len(grid) == 2 * 7  # 4 blocks + 3 receptacles per scene
+    cells = np.array([[int(v) for v in a.split()] for _, a in grid])
+    assert (cells >= 0).all() and cells[:, 0].max() <= 30 and cells[:, 1].max() <= 16
+
+
+@pytest.mark.parametrize("flags, message", [(["--vl-ratio", "0", "--vl-grid", "2"], "--vl-grid"),
+                                            (["--vl-grid", "-1"], "--vl-grid"),
+                                            (["--fast-scale", "0"], "--fast-scale")])
+def test_discrete_recipe_options_are_checked(tmp_path, demos_dir, capsys, flags, message):
+    rc = main(["train", "--policy", "discrete_pi0", "--demos", str(demos_dir), "--out", str(tmp_path / "x"),
+               "--steps", "2", "--preset", "dummy_discrete", "--vlm", "none", *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()

@@ -192,6 +192,16 @@ def detach_output(out: VLMOutput) -> VLMOutput:
     return VLMOutput(tuple(h.detach() for h in out.hidden_states), out.image_mask, out.lang_mask, out.pad_mask)
 
 
+def trim_padding(targets: Tensor, pad: int = Vocab.PAD) -> Tensor:
+    """Drop the trailing all-PAD columns of a batch of targets [B, L] (keeping at least one).
+
+    Targets are padded to the longest possible sequence (`max_action_tokens + 1`), several times a
+    typical chunk's length; the decoder is causal and PAD targets carry no loss, so cutting the
+    columns no sample uses changes no logit or loss and saves most of the decoder's compute."""
+    used = (targets != pad).any(dim=0).nonzero()
+    return targets[:, : int(used.max()) + 1 if len(used) else 1]
+
+
 # ---------------------------------------------------------------------------------------- model
 class DiscreteVLA(VLMBacked):
     """VLM + FAST-token decoder (+ KI expert). `loss(batch)` trains, `sample_actions(batch)` acts.

@@ -64,7 +64,9 @@ class RecipeOptions:
     cameras: tuple[str, ...] = ("front",)
     threads: int | None = None
     vl_ratio: float = 0.25  # discrete / ki: VL co-training examples per action example in a batch
+    vl_grid_cm: float = 0.0  # discrete / ki: > 0 adds grid-cell position questions (vl_data.scene_questions)
     action_vocab: int | None = None  # discrete / ki: FAST BPE vocabulary (default: the preset's)
+    fast_scale: float = 10.0  # discrete / ki: FAST's DCT-coefficient scale before rounding (FAST: 10)
     unfreeze_vlm: bool = False  # apt only: Stage 2 also trains the VLM trunk (FusionConfig.unfreeze_vlm)
     vlm_lr_multiplier: float | None = None  # apt only: its LR / base LR (default: the preset's)
     compile: bool = False  # torch.compile the training step (GPU runs; off by default: CPU gains nothing)
@@ -130,13 +132,15 @@ def train(policy: str, suite: str = "tabletop", demos: str | None = None, out: s
           steps: int = 3000, batch_size: int = 64, lr: float = 3e-4, seed: int = 0, device: str = "cpu",
           preset: str | None = None, vlm: str | None = None, stage: int | None = None,
           init: str | None = None, cameras: tuple[str, ...] | list[str] = ("front",),
-          threads: int | None = None, vl_ratio: float = 0.25, action_vocab: int | None = None,
-          unfreeze_vlm: bool = False, vlm_lr_multiplier: float | None = None, compile: bool = False) -> int:
+          threads: int | None = None, vl_ratio: float = 0.25, vl_grid_cm: float = 0.0,
+          action_vocab: int | None = None, fast_scale: float = 10.0, unfreeze_vlm: bool = False,
+          vlm_lr_multiplier: float | None = None, compile: bool = False) -> int:
     """`apt-bench train`: run a recipe and write a checkpoint directory."""
     opts = RecipeOptions(policy=policy, suite=suite, demos=demos, out=out or f"runs/checkpoints/{policy}",
                          steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, preset=preset,
                          vlm=vlm, stage=stage, init=init, cameras=tuple(cameras), threads=threads,
-                         vl_ratio=vl_ratio, action_vocab=action_vocab, unfreeze_vlm=unfreeze_vlm,
+                         vl_ratio=vl_ratio, vl_grid_cm=vl_grid_cm, action_vocab=action_vocab,
+                         fast_scale=fast_scale, unfreeze_vlm=unfreeze_vlm,
                          vlm_lr_multiplier=vlm_lr_multiplier, compile=compile)
     if opts.threads:
         torch.set_num_threads(opts.threads)
@@ -313,6 +317,11 @@ def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -
         raise BenchError(f"--stage applies to apt recipes only, not {opts.policy}")
     if not 0.0 <= opts.vl_ratio <= 4.0:
         raise BenchError(f"--vl-ratio must be in [0, 4] (VL examples per action example), got {opts.vl_ratio}")
+    if opts.vl_grid_cm < 0 or (opts.vl_grid_cm > 0 and opts.vl_ratio == 0):
+        raise BenchError(f"--vl-grid must be >= 0 cm and needs VL co-training (--vl-ratio > 0), got "
+                         f"--vl-grid {opts.vl_grid_cm} with --vl-ratio {opts.vl_ratio}")
+    if opts.fast_scale <= 0:
+        raise BenchError(f"--fast-scale must be > 0 (FAST uses 10), got {opts.fast_scale}")
     ctx = distributed.current()
     demos = _load_demos(opts, suite)
     cfg = _discrete_config(opts, suite).replace(ki=recipe == "ki")
@@ -323,7 +332,7 @@ def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -
 
     idx = chunk_indices(demos.episode_starts, cfg.chunk_len)
     chunks = action_norm.normalize(demos.actions)[idx]
-    tokenizer = ActionTokenizer.fit(chunks, vocab_size=cfg.action_vocab, seed=opts.seed)
+    tokenizer = ActionTokenizer.fit(chunks, vocab_size=cfg.action_vocab, scale=opts.fast_scale, seed=opts.seed)
     lengths = [len(t) for t in tokenizer.encode_batch(chunks)]
     cfg = cfg.replace(tokenizer=tokenizer.to_dict(), max_action_tokens=max(cfg.max_action_tokens, max(lengths) + 4))
 
@@ -334,7 +343,8 @@ def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -
     if opts.vl_ratio > 0:
         n_scenes = int(min(2000, max(64, opts.steps // 2)))
         image_size = int(demos.meta.get("image_size", suite.observation_spec.image_size))
-        scenes = render_scenes(suite, n_scenes, image_size=image_size, cameras=opts.cameras, seed=opts.seed)
+        scenes = render_scenes(suite, n_scenes, image_size=image_size, cameras=opts.cameras, seed=opts.seed,
+                               grid_m=opts.vl_grid_cm / 100)
         cfg = cfg.replace(text_vocab=scenes.answer_vocabulary(vlm.tokenizer))
     torch.manual_seed(opts.seed)
     model = DiscreteVLA(cfg, vlm=vlm)
@@ -356,7 +366,9 @@ def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -
     recipe_record = {"name": recipe, "arch": "pi0" if recipe == "ki" else "none", "stage": "full",
                      "steps": opts.steps, "batch_size": opts.batch_size, "lr": opts.lr, "seed": opts.seed,
                      "vlm_init": vlm_source, "vl_ratio": opts.vl_ratio, "vl_scenes": n_scenes,
-                     "action_vocab": tokenizer.vocab_size, "bpe_compression": round(ratio, 3)}
+                     **({"vl_grid_cm": opts.vl_grid_cm} if opts.vl_grid_cm else {}),
+                     "action_vocab": tokenizer.vocab_size, "fast_scale": opts.fast_scale,
+                     "bpe_compression": round(ratio, 3)}
     train_record = {"wall_s": round(wall, 1), "stages": {"full": _summary(res)}, "device": opts.device,
                     "world_size": ctx.world_size}
     meta = _checkpoint_meta(opts, suite, demos, model, state_norm, action_norm, recipe_record, train_record)

@@ -15,6 +15,12 @@ Question templates (tabletop; every answer is a few words from a closed vocabula
 Left/right are as seen from the front camera (-x is left), front is the camera side (-y).
 These name the same attributes the instructions do (colours, receptacles, sides), which is the
 grounding co-training is meant to keep alive in the VLM.
+
+With a position grid (`grid_m` > 0, `apt-bench train --vl-grid CM`) every object also gets
+  * "where exactly is the <colour> block?" / "... the <receptacle>?" -> "7 3"
+(its x and y cell on a grid of `grid_m` metres over the table, counted from the left / front
+edge), a pointing question in words, as PaliGemma-style VLMs answer with location tokens. The
+coarse questions above only name a side; what a token policy gets wrong is where, to a few cm.
 """
 
 from __future__ import annotations
@@ -25,15 +31,25 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from apt.models.discrete import trim_padding
 from benchmarks.base import BenchError, Suite
+from benchmarks.tabletop.scene import AREA_X, AREA_Y
 
 VL_SEED_BASE = 2_000_000_000  # scene seeds disjoint from eval seeds (0..) and demo seeds ([1e9, 2e9))
 _X_BANDS = (-0.09, 0.09)  # |x| beyond this is left / right, else center (metres, table frame)
 _Y_SPLIT = 0.01  # y below this is front (towards the front camera)
+_TABLE_MIN = (AREA_X[0], AREA_Y[0])  # grid origin (metres): left / front edge of where object centres lie
 
 
-def scene_questions(privileged: dict[str, Any]) -> list[tuple[str, str]]:
-    """(question, answer) pairs that hold in a tabletop scene, from `obs["privileged"]`."""
+def grid_cell(xy: np.ndarray, grid_m: float) -> str:
+    """'ix iy': the cell of a table point on a `grid_m` grid from `_TABLE_MIN` (answer words)."""
+    ix, iy = (int(max(0.0, np.floor((v - lo) / grid_m))) for v, lo in zip(xy[:2], _TABLE_MIN))
+    return f"{ix} {iy}"
+
+
+def scene_questions(privileged: dict[str, Any], grid_m: float = 0.0) -> list[tuple[str, str]]:
+    """(question, answer) pairs that hold in a tabletop scene, from `obs["privileged"]`
+    (`grid_m` > 0 adds the grid-cell position question of every block and receptacle)."""
     blocks = {c: np.asarray(p)[:2] for c, p in privileged["blocks"].items()}
     recs = {r: np.asarray(p)[:2] for r, p in privileged["receptacles"].items()}
     qa = [("which blocks are in order from left to right?", " ".join(sorted(blocks, key=lambda c: blocks[c][0]))),
@@ -46,6 +62,9 @@ def scene_questions(privileged: dict[str, Any]) -> list[tuple[str, str]]:
         qa.append((f"which block is nearest to the {r}?", nearest))
         for c, pc in blocks.items():
             qa.append((f"is the {c} block left or right of the {r}?", "left" if pc[0] < pr[0] else "right"))
+    if grid_m > 0:
+        qa += [(f"where exactly is the {c} block?", grid_cell(p, grid_m)) for c, p in blocks.items()]
+        qa += [(f"where exactly is the {r}?", grid_cell(p, grid_m)) for r, p in recs.items()]
     return qa
 
 
@@ -67,8 +86,9 @@ class VLScenes:
 
 
 def render_scenes(suite: Suite, n_scenes: int, *, image_size: int, cameras: tuple[str, ...],
-                  seed: int = 0) -> VLScenes:
-    """Render `n_scenes` fresh layouts (any train task's env: every tabletop scene holds everything)."""
+                  seed: int = 0, grid_m: float = 0.0) -> VLScenes:
+    """Render `n_scenes` fresh layouts (any train task's env: every tabletop scene holds everything);
+    `grid_m`: see `scene_questions`."""
     tasks = [t for t in suite.tasks() if t.train]
     if not tasks:
         raise BenchError(f"suite {suite.name} has no training tasks to render scenes from")
@@ -81,7 +101,7 @@ def render_scenes(suite: Suite, n_scenes: int, *, image_size: int, cameras: tupl
                 raise BenchError(f"suite {suite.name} exposes no privileged scene state; the discrete "
                                  "recipe's VL co-training needs it (use --vl-ratio 0)")
             images.append(np.stack([obs["images"][c] for c in cameras]).transpose(0, 3, 1, 2))
-            for q, a in scene_questions(obs["privileged"]):
+            for q, a in scene_questions(obs["privileged"], grid_m):
                 index.append(s)
                 questions.append(q)
                 answers.append(a)
@@ -142,13 +162,15 @@ def build_vl_data(scenes: VLScenes, model: torch.nn.Module, *, feature_batch: in
 def discrete_batches(data: Any, action_tokens: torch.Tensor, vl: VLTrainingData | None, batch_size: int,
                      vl_batch: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
     """Endless seeded batches for the discrete recipe: `data.batch(idx)` (a `TrainingData`) plus the
-    precomputed FAST targets of those rows, with `vl_batch` VL examples merged in (the co-training mix)."""
+    precomputed FAST targets of those rows, with `vl_batch` VL examples merged in (the co-training mix).
+    Targets are cut to the batch's longest sequence (`trim_padding`: same loss, less decoder work)."""
     g = torch.Generator().manual_seed(seed)
     n = len(data)
     while True:
         idx = torch.randint(0, n, (batch_size,), generator=g)
         batch = data.batch(idx)
-        batch["action_tokens"] = action_tokens[idx]
+        batch["action_tokens"] = trim_padding(action_tokens[idx])
         if vl is not None and vl_batch > 0:
             batch.update(vl.batch(torch.randint(0, len(vl), (vl_batch,), generator=g)))
+            batch["vl_targets"] = trim_padding(batch["vl_targets"])
         yield batch
