@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--cameras", nargs="+", default=["front"])
     trn.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     trn.add_argument("--compile", action="store_true", help="torch.compile the training step (GPU runs)")
+    trn.add_argument("--ema-decay", type=float, default=0.999,
+                     help="decay of the EMA weights the checkpoint keeps (default 0.999, an average over "
+                          "~1000 steps; 0 = the last weights). Short runs want a shorter average")
     trn.add_argument("--vl-ratio", type=float, default=0.25,
                      help="discrete/ki: vision-language examples per action example in a batch")
     trn.add_argument("--vl-grid", dest="vl_grid_cm", type=float, default=0.0, metavar="CM",

@@ -66,9 +66,11 @@ def test_kv_cache_decoding_matches_full_forward():
 
 
 def test_trimmed_targets_give_the_same_loss_and_gradients():
-    """Training batches cut the all-PAD tail of the targets (`trim_padding`): the decoder is causal
-    and PAD carries no loss, so loss and gradients must equal those of the full-length targets."""
+    """Training batches cut the all-PAD tail of the targets (`trim_padding`) and of the language
+    (`trim_text_padding`): the decoder is causal, PAD carries no loss and padded language keys are
+    masked, so loss and gradients must equal those of the full-length batch."""
     from apt.models.discrete import trim_padding
+    from apt.training.batches import trim_text_padding
 
     model = _model().train()
     actions = torch.from_numpy(np.cumsum(np.random.default_rng(1).normal(size=(3, 4, 4)) * 0.3, axis=1)).float()
@@ -79,12 +81,18 @@ def test_trimmed_targets_give_the_same_loss_and_gradients():
     assert torch.equal(cut, full[:, :cut.shape[1]]) and (full[:, cut.shape[1]:] == model.vocab.PAD).all()
     assert trim_padding(torch.zeros(2, 5, dtype=torch.long)).shape == (2, 1)
 
+    text = _batch(model)
+    short = trim_text_padding(dict(text))
+    n_text = int(text["attention_mask"].sum(1).max())
+    assert short["input_ids"].shape == (3, n_text) < text["input_ids"].shape
+    assert torch.equal(short["input_ids"], text["input_ids"][:, :n_text])
+
     grads = []
-    for targets in (full, cut):
+    for targets, lang in ((full, text), (cut, short)):
         model.zero_grad()
-        loss = model.loss({**_batch(model), "actions": actions, "action_tokens": targets})
+        loss = model.loss({**lang, "actions": actions, "action_tokens": targets})
         loss.backward()
-        grads.append((loss.detach(), [p.grad.clone() for p in model.decoder.parameters() if p.grad is not None]))
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
     assert len(grads[0][1]) == len(grads[1][1]) > 0
     for g_full, g_cut in zip(grads[0][1], grads[1][1]):
@@ -122,12 +130,12 @@ def test_discrete_pi0_loss_falls_and_checkpoint_round_trips(tmp_path, demos_dir,
     out = tmp_path / "discrete_pi0"
     rc = main(["train", "--policy", "discrete_pi0", "--demos", str(demos_dir), "--out", str(out), "--steps", "80",
                "--batch-size", "16", "--lr", "1e-3", "--preset", "dummy_discrete", "--vlm", "none",
-               "--fast-scale", "6", "--vl-grid", "3"])
+               "--fast-scale", "6", "--vl-grid", "3", "--ema-decay", "0.99"])
     assert rc == 0
     meta = read_meta(out)
     assert meta.policy == "discrete_pi0" and meta.recipe["name"] == "discrete" and meta.recipe["vl_scenes"] > 0
     assert meta.model["tokenizer"]["scale"] == 6.0 and meta.recipe["fast_scale"] == 6.0
-    assert meta.recipe["vl_grid_cm"] == 3.0
+    assert meta.recipe["vl_grid_cm"] == 3.0 and meta.recipe["ema_decay"] == 0.99
     assert meta.model["tokenizer"]["format"] == "apt-bench-fast" and (out / TOKENIZER_FILE).is_file()
     curve = meta.train["stages"]["full"]
     assert curve["loss_last"] < 0.8 * curve["loss_first"], curve
@@ -217,7 +225,8 @@ def test_vl_grid_questions_name_each_objects_cell(suite):
 
 @pytest.mark.parametrize("flags, message", [(["--vl-ratio", "0", "--vl-grid", "2"], "--vl-grid"),
                                             (["--vl-grid", "-1"], "--vl-grid"),
-                                            (["--fast-scale", "0"], "--fast-scale")])
+                                            (["--fast-scale", "0"], "--fast-scale"),
+                                            (["--ema-decay", "1"], "--ema-decay")])
 def test_discrete_recipe_options_are_checked(tmp_path, demos_dir, capsys, flags, message):
     rc = main(["train", "--policy", "discrete_pi0", "--demos", str(demos_dir), "--out", str(tmp_path / "x"),
                "--steps", "2", "--preset", "dummy_discrete", "--vlm", "none", *flags])

@@ -50,5 +50,10 @@ def test_training_command_reproduces_the_recorded_threads_and_cameras():
                          "lr": 0.001, "seed": 0, "vlm_init": "checkpoints/tabletop/vlm_tiny", "threads": 2}}
     cmd = training_command(config, "checkpoints/tabletop/baseline_pi0")
     assert "--cameras front wrist" in cmd and cmd.endswith("--threads 2 --out checkpoints/tabletop/baseline_pi0")
+    assert "--ema-decay" not in cmd and "--vl-ratio" not in cmd  # defaults are not spelled out
     del config["recipe"]["threads"]  # recorded before threads were: every such run used one
     assert "--threads 1 --out" in training_command(config, "x")
+    # Recorded options that differ from the CLI defaults are part of the command.
+    config["recipe"].update(name="discrete", ema_decay=0.995, vl_ratio=0.25, fast_scale=6.0)
+    cmd = training_command({**config, "policy": "discrete_pi0"}, "x")
+    assert "--ema-decay 0.995" in cmd and "--fast-scale 6.0" in cmd and "--vl-ratio" not in cmd

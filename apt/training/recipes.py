@@ -70,6 +70,7 @@ class RecipeOptions:
     unfreeze_vlm: bool = False  # apt only: Stage 2 also trains the VLM trunk (FusionConfig.unfreeze_vlm)
     vlm_lr_multiplier: float | None = None  # apt only: its LR / base LR (default: the preset's)
     compile: bool = False  # torch.compile the training step (GPU runs; off by default: CPU gains nothing)
+    ema_decay: float = 0.999  # decay of the EMA weights a checkpoint keeps (0 = the last iterate)
 
 
 def _train_config(opts: RecipeOptions, n_steps: int, seed_salt: int = 0) -> TrainConfig:
@@ -77,7 +78,8 @@ def _train_config(opts: RecipeOptions, n_steps: int, seed_salt: int = 0) -> Trai
     from apt.training.trainer import TrainConfig  # noqa: F811 (lazy: the trainer pulls in tqdm and more)
 
     return TrainConfig(steps=max(1, n_steps), batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed + seed_salt,
-                       device=opts.device, warmup_steps=min(100, max(1, n_steps // 10)), compile=opts.compile)
+                       device=opts.device, warmup_steps=min(100, max(1, n_steps // 10)), compile=opts.compile,
+                       ema_decay=opts.ema_decay or None)
 
 
 def _split_name(policy: str) -> tuple[str, str]:
@@ -134,14 +136,16 @@ def train(policy: str, suite: str = "tabletop", demos: str | None = None, out: s
           init: str | None = None, cameras: tuple[str, ...] | list[str] = ("front",),
           threads: int | None = None, vl_ratio: float = 0.25, vl_grid_cm: float = 0.0,
           action_vocab: int | None = None, fast_scale: float = 10.0, unfreeze_vlm: bool = False,
-          vlm_lr_multiplier: float | None = None, compile: bool = False) -> int:
+          vlm_lr_multiplier: float | None = None, compile: bool = False, ema_decay: float = 0.999) -> int:
     """`apt-bench train`: run a recipe and write a checkpoint directory."""
     opts = RecipeOptions(policy=policy, suite=suite, demos=demos, out=out or f"runs/checkpoints/{policy}",
                          steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, preset=preset,
                          vlm=vlm, stage=stage, init=init, cameras=tuple(cameras), threads=threads,
                          vl_ratio=vl_ratio, vl_grid_cm=vl_grid_cm, action_vocab=action_vocab,
                          fast_scale=fast_scale, unfreeze_vlm=unfreeze_vlm,
-                         vlm_lr_multiplier=vlm_lr_multiplier, compile=compile)
+                         vlm_lr_multiplier=vlm_lr_multiplier, compile=compile, ema_decay=ema_decay)
+    if not 0.0 <= opts.ema_decay < 1.0:
+        raise BenchError(f"--ema-decay must be in [0, 1) (0 = no EMA, keep the last weights), got {opts.ema_decay}")
     if opts.threads:
         torch.set_num_threads(opts.threads)
     recipe, arch = _split_name(opts.policy)
@@ -394,7 +398,8 @@ def _checkpoint_meta(opts: RecipeOptions, suite: Suite, demos: Any, model: Any, 
         observation_spec={"cameras": list(opts.cameras), "state_dim": suite.observation_spec.state_dim,
                           "image_size": int(demos.meta.get("image_size", suite.observation_spec.image_size))},
         model=model.cfg.to_dict(), norm={"state": state_norm.to_dict(), "action": action_norm.to_dict()},
-        recipe={**recipe, "demos": opts.demos, "cameras": list(opts.cameras), "threads": opts.threads},
+        recipe={**recipe, "demos": opts.demos, "cameras": list(opts.cameras), "threads": opts.threads,
+                "ema_decay": opts.ema_decay},
         data_hash=str(demos.meta.get("data_hash", "")), train=train,
         exclude_prefixes=_exclude_prefixes(model.cfg))
 

@@ -60,6 +60,11 @@ def training_command(config: dict[str, Any], out: str) -> str:
     fusion = config.get("model", {}).get("fusion") or {}
     if recipe.get("name") == "apt" and fusion.get("unfreeze_vlm"):
         parts.append(f"--unfreeze-vlm --vlm-lr-multiplier {fusion.get('vlm_lr_multiplier')}")
+    # Options the recipe records, where they differ from the CLI defaults (older checkpoints: defaults).
+    for key, flag, default in (("vl_ratio", "--vl-ratio", 0.25), ("vl_grid_cm", "--vl-grid", 0.0),
+                               ("fast_scale", "--fast-scale", 10.0), ("ema_decay", "--ema-decay", 0.999)):
+        if recipe.get(key, default) != default:
+            parts.append(f"{flag} {recipe[key]}")
     # Checkpoints from before the recipe recorded its threads were all trained on one.
     return " ".join(parts + [f"--threads {recipe.get('threads') or 1}", f"--out {out}"])
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from apt.models.discrete import trim_padding
+from apt.training.batches import trim_text_padding
 from benchmarks.base import BenchError, Suite
 from benchmarks.tabletop.scene import AREA_X, AREA_Y
 
@@ -163,14 +164,16 @@ def discrete_batches(data: Any, action_tokens: torch.Tensor, vl: VLTrainingData 
                      vl_batch: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
     """Endless seeded batches for the discrete recipe: `data.batch(idx)` (a `TrainingData`) plus the
     precomputed FAST targets of those rows, with `vl_batch` VL examples merged in (the co-training mix).
-    Targets are cut to the batch's longest sequence (`trim_padding`: same loss, less decoder work)."""
+    Targets and language are cut to the batch's longest sequence (`trim_padding`, `trim_text_padding`:
+    the same loss, less decoder and trunk work)."""
     g = torch.Generator().manual_seed(seed)
     n = len(data)
     while True:
         idx = torch.randint(0, n, (batch_size,), generator=g)
-        batch = data.batch(idx)
+        batch = trim_text_padding(data.batch(idx))
         batch["action_tokens"] = trim_padding(action_tokens[idx])
         if vl is not None and vl_batch > 0:
             batch.update(vl.batch(torch.randint(0, len(vl), (vl_batch,), generator=g)))
             batch["vl_targets"] = trim_padding(batch["vl_targets"])
+            trim_text_padding(batch, "vl_")
         yield batch
