@@ -14,6 +14,7 @@ repository must stay small (target <= 8 MB per checkpoint).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -24,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from benchmarks.base import BenchError
 from apt.training.checkpoints import CONFIG_FILE, WEIGHTS_FILE, checkpoint_sha256
+from apt.training.recipes import RecipeOptions
 
 VLM_WEIGHTS_FILE = "vlm.safetensors"
 MANIFEST_FILE = "MANIFEST.json"
@@ -60,10 +62,12 @@ def training_command(config: dict[str, Any], out: str) -> str:
     fusion = config.get("model", {}).get("fusion") or {}
     if recipe.get("name") == "apt" and fusion.get("unfreeze_vlm"):
         parts.append(f"--unfreeze-vlm --vlm-lr-multiplier {fusion.get('vlm_lr_multiplier')}")
-    # Options the recipe records, where they differ from the CLI defaults (older checkpoints: defaults).
-    for key, flag, default in (("vl_ratio", "--vl-ratio", 0.25), ("vl_grid_cm", "--vl-grid", 0.0),
-                               ("fast_scale", "--fast-scale", 10.0), ("ema_decay", "--ema-decay", 0.999)):
-        if recipe.get(key, default) != default:
+    # Options the recipe records, where they differ from RecipeOptions' defaults (older checkpoints
+    # did not record them: they used the defaults).
+    defaults = {f.name: f.default for f in dataclasses.fields(RecipeOptions)}
+    for key, flag in (("vl_ratio", "--vl-ratio"), ("vl_grid_cm", "--vl-grid"), ("fast_scale", "--fast-scale"),
+                      ("ema_decay", "--ema-decay")):
+        if recipe.get(key, defaults[key]) != defaults[key]:
             parts.append(f"{flag} {recipe[key]}")
     # Checkpoints from before the recipe recorded its threads were all trained on one.
     return " ".join(parts + [f"--threads {recipe.get('threads') or 1}", f"--out {out}"])
