@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--cameras", nargs="+", default=["front"])
     trn.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     trn.add_argument("--compile", action="store_true", help="torch.compile the training step (GPU runs)")
+    trn.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                     help="bf16 autocast of the training step: auto = on CUDA only (default); bf16 = also on "
+                          "CPU, ~1.5x faster steps where the CPU has AVX512-BF16 or AMX (slower elsewhere); "
+                          "fp32 = never")
     trn.add_argument("--ema-decay", type=float, default=0.999,
                      help="decay of the EMA weights the checkpoint keeps (default 0.999, an average over "
                           "~1000 steps; 0 = the last weights). Short runs want a shorter average")
@@ -162,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--unfreeze-vlm", action="store_true",
                      help="apt only: Stage 2 also trains the VLM trunk (default: frozen, the prior's VLM)")
     trn.add_argument("--vlm-lr-multiplier", type=float, default=None,
-                     help="apt with --unfreeze-vlm: the trunk's LR as a multiple of --lr (default 0.1)")
+                     help="the trunk's LR as a multiple of --lr: apt with --unfreeze-vlm (default 0.1); "
+                          "discrete/ki, whose --lr is the fresh decoder's (default 1)")
     trn.set_defaults(handler=_call("apt.training.recipes:train"))
 
     srv = sub.add_parser("serve", help="serve a policy over the openpi websocket protocol")

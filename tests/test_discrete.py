@@ -130,12 +130,13 @@ def test_discrete_pi0_loss_falls_and_checkpoint_round_trips(tmp_path, demos_dir,
     out = tmp_path / "discrete_pi0"
     rc = main(["train", "--policy", "discrete_pi0", "--demos", str(demos_dir), "--out", str(out), "--steps", "80",
                "--batch-size", "16", "--lr", "1e-3", "--preset", "dummy_discrete", "--vlm", "none",
-               "--fast-scale", "6", "--vl-grid", "3", "--ema-decay", "0.99"])
+               "--fast-scale", "6", "--vl-grid", "3", "--ema-decay", "0.99", "--vlm-lr-multiplier", "0.5"])
     assert rc == 0
     meta = read_meta(out)
     assert meta.policy == "discrete_pi0" and meta.recipe["name"] == "discrete" and meta.recipe["vl_scenes"] > 0
     assert meta.model["tokenizer"]["scale"] == 6.0 and meta.recipe["fast_scale"] == 6.0
     assert meta.recipe["vl_grid_cm"] == 3.0 and meta.recipe["ema_decay"] == 0.99
+    assert meta.recipe["vlm_lr_multiplier"] == 0.5
     assert meta.model["tokenizer"]["format"] == "apt-bench-fast" and (out / TOKENIZER_FILE).is_file()
     curve = meta.train["stages"]["full"]
     assert curve["loss_last"] < 0.8 * curve["loss_first"], curve
@@ -153,6 +154,16 @@ def test_discrete_pi0_loss_falls_and_checkpoint_round_trips(tmp_path, demos_dir,
     digit_ids = {i for d in range(10) for i in tok(str(d), add_special_tokens=False)["input_ids"]}
     assert digit_ids <= set(meta.model["text_vocab"])
     assert meta.inference["relaxed_decoding"] is True and p1.model.relaxed_decoding  # new checkpoints decode relaxed
+
+
+def test_param_groups_put_the_trunk_at_its_multiplier_of_the_decoder_lr():
+    model = _model()
+    groups = {g["name"]: g for g in model.param_groups(2e-3, vlm_lr_multiplier=0.25)}
+    assert groups["heads"]["lr"] == 2e-3 and groups["vlm"]["lr"] == 5e-4
+    trunk = {id(p) for p in groups["vlm"]["params"]}
+    assert trunk == {id(p) for p in model.vlm.parameters() if p.requires_grad} and trunk
+    assert not trunk & {id(p) for p in groups["heads"]["params"]}
+    assert {g["name"]: g["lr"] for g in model.param_groups(1e-3)} == {"heads": 1e-3, "vlm": 1e-3}
 
 
 def test_ki_pi0_trains_expert_behind_stop_gradient(tmp_path, demos_dir, suite):
@@ -226,7 +237,9 @@ def test_vl_grid_questions_name_each_objects_cell(suite):
 @pytest.mark.parametrize("flags, message", [(["--vl-ratio", "0", "--vl-grid", "2"], "--vl-grid"),
                                             (["--vl-grid", "-1"], "--vl-grid"),
                                             (["--fast-scale", "0"], "--fast-scale"),
-                                            (["--ema-decay", "1"], "--ema-decay")])
+                                            (["--ema-decay", "1"], "--ema-decay"),
+                                            (["--vlm-lr-multiplier", "0"], "--vlm-lr-multiplier"),
+                                            (["--unfreeze-vlm"], "always trains the VLM trunk")])
 def test_discrete_recipe_options_are_checked(tmp_path, demos_dir, capsys, flags, message):
     rc = main(["train", "--policy", "discrete_pi0", "--demos", str(demos_dir), "--out", str(tmp_path / "x"),
                "--steps", "2", "--preset", "dummy_discrete", "--vlm", "none", *flags])

@@ -54,6 +54,22 @@ def test_masked_attention_row_without_keys_is_zero_not_nan():
     assert torch.isfinite(out).all() and out[0, :, 1].abs().sum() == 0
 
 
+def test_masked_attention_under_cpu_bf16_autocast_attends_in_fp32():
+    """`--precision bf16` on CPU: bf16 in and out (the surrounding matmuls stay bf16), fp32 inside,
+    so the result matches fp32 attention of the same bf16 inputs to fp32 rounding, not bf16's."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 5, 8, generator=g).bfloat16().requires_grad_() for _ in range(3))
+    mask = torch.rand(2, 5, 5, generator=g) > 0.3
+    mask[..., 0] = True
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = masked_attention(q, k, v, mask)
+    ref = masked_attention(q.float(), k.float(), v.float(), mask)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, ref.bfloat16())
+    out.float().sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 and torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
 def test_default_layer_map():
     assert default_layer_map(4, 4) == (0, 1, 2, 3)  # pi0: expert layer l reads VLM layer l's input
     assert default_layer_map(2, 4) == (0, 2)

@@ -57,3 +57,9 @@ def test_training_command_reproduces_the_recorded_threads_and_cameras():
     config["recipe"].update(name="discrete", ema_decay=0.995, vl_ratio=0.25, fast_scale=6.0)
     cmd = training_command({**config, "policy": "discrete_pi0"}, "x")
     assert "--ema-decay 0.995" in cmd and "--fast-scale 6.0" in cmd and "--vl-ratio" not in cmd
+    assert "--vlm-lr-multiplier" not in cmd  # the discrete default: one LR for trunk and decoder
+    config["recipe"]["vlm_lr_multiplier"] = 0.5
+    assert "--vlm-lr-multiplier 0.5" in training_command({**config, "policy": "discrete_pi0"}, "x")
+    assert "--precision" not in cmd  # auto (and checkpoints from before it was recorded)
+    config["recipe"]["precision"] = "bf16"
+    assert "--precision bf16" in training_command(config, "x")

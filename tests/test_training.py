@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from apt.registry import build_policy
 from apt.training.batches import build_training_data, chunk_indices, fit_normalizers
 from apt.training.checkpoints import read_meta
 from apt.training.data import load_demos
+from benchmarks.base import BenchError
 
 from conftest import TINY_DEMO_TASKS as TASKS  # noqa: E402  (the tasks of the shared demos_dir)
 
@@ -160,6 +162,37 @@ def test_bad_checkpoints(tmp_path, demos_dir, suite, capsys):
     shutil.copytree(ck, truncated)
     (truncated / "model.safetensors").write_bytes(b"\x00" * 10)
     assert "corrupt" in run_with(truncated)
+
+
+def test_precision_bf16_autocasts_the_cpu_step_and_is_recorded(tmp_path, demos_dir, monkeypatch, capsys):
+    """--precision bf16 runs the training step under CPU bf16 autocast (the matmuls in bf16, the
+    loss and the weights in fp32) and the checkpoint records it; fp32 never autocasts."""
+    from apt.models.policy_model import VLAModel
+    from apt.training import trainer
+
+    seen: list[torch.dtype] = []
+    loss = VLAModel.loss
+
+    def spy(self, batch, *args, **kwargs):  # the dtype a linear layer computes in, inside the step
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
+        return loss(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(VLAModel, "loss", spy)
+    common = ["train", "--policy", "baseline_pi0", "--demos", str(demos_dir), "--steps", "3", "--batch-size", "4",
+              "--preset", "dummy_pi0", "--vlm", "none"]
+    assert main([*common, "--precision", "bf16", "--out", str(tmp_path / "bf16")]) == 0
+    assert seen == [torch.bfloat16] * 3
+    meta = read_meta(tmp_path / "bf16")
+    assert meta.recipe["precision"] == "bf16" and all(math.isfinite(v) for v in meta.train["stages"]["full"]["loss_curve"])
+    seen.clear()
+    assert main([*common, "--precision", "fp32", "--out", str(tmp_path / "fp32")]) == 0
+    assert seen == [torch.float32] * 3
+    # A CPU that only emulates bf16 is told that fp32 would be faster.
+    monkeypatch.setattr(trainer, "cpu_has_fast_bf16", lambda: False)
+    assert main([*common, "--precision", "bf16", "--out", str(tmp_path / "slow")]) == 0
+    assert "use --precision fp32 here" in capsys.readouterr().err
+    with pytest.raises(BenchError, match="--precision must be one of auto, bf16, fp32"):
+        trainer.precision_flag("fp16")
 
 
 def test_ema_forgets_the_initialisation():

@@ -403,12 +403,15 @@ class DiscreteVLA(VLMBacked):
                                 num_steps or self.cfg.flow.num_steps, noise=noise)
         return self.decode_tokens(self.generate(batch)).to(batch["state"].device)
 
-    def param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
+    def param_groups(self, lr: float, weight_decay: float = 0.0,
+                     vlm_lr_multiplier: float = 1.0) -> list[dict[str, Any]]:
+        """AdamW groups: the fresh decoder (and KI expert) at `lr`, the pretrained trainable trunk at
+        `lr * vlm_lr_multiplier` (discriminative fine-tuning; 1 = pi0-FAST's single LR)."""
         heads = [p for n, p in self.named_parameters() if not n.startswith("vlm.") and p.requires_grad]
         groups: list[dict[str, Any]] = [{"params": heads, "lr": lr, "weight_decay": weight_decay, "name": "heads"}]
         vlm = [p for p in self.vlm.parameters() if p.requires_grad]
         if vlm:
-            groups.append({"params": vlm, "lr": lr, "weight_decay": weight_decay, "name": "vlm"})
+            groups.append({"params": vlm, "lr": lr * vlm_lr_multiplier, "weight_decay": weight_decay, "name": "vlm"})
         return groups
 
 

@@ -68,18 +68,20 @@ class RecipeOptions:
     action_vocab: int | None = None  # discrete / ki: FAST BPE vocabulary (default: the preset's)
     fast_scale: float = 10.0  # discrete / ki: FAST's DCT-coefficient scale before rounding (FAST: 10)
     unfreeze_vlm: bool = False  # apt only: Stage 2 also trains the VLM trunk (FusionConfig.unfreeze_vlm)
-    vlm_lr_multiplier: float | None = None  # apt only: its LR / base LR (default: the preset's)
+    vlm_lr_multiplier: float | None = None  # apt: the unfrozen trunk's LR / base LR (default: the preset's);
+    #                                         discrete / ki: the trunk's LR / the decoder's (default 1)
     compile: bool = False  # torch.compile the training step (GPU runs; off by default: CPU gains nothing)
     ema_decay: float = 0.999  # decay of the EMA weights a checkpoint keeps (0 = the last iterate)
+    precision: str = "auto"  # bf16 autocast: auto = CUDA only, bf16 = also on CPU (AVX512-BF16/AMX), fp32 = off
 
 
 def _train_config(opts: RecipeOptions, n_steps: int, seed_salt: int = 0) -> TrainConfig:
     """One stage's optimiser settings from the CLI options (warm-up: 10% of the steps, at most 100)."""
-    from apt.training.trainer import TrainConfig  # noqa: F811 (lazy: the trainer pulls in tqdm and more)
+    from apt.training.trainer import TrainConfig, precision_flag  # noqa: F811 (lazy: tqdm and more)
 
     return TrainConfig(steps=max(1, n_steps), batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed + seed_salt,
                        device=opts.device, warmup_steps=min(100, max(1, n_steps // 10)), compile=opts.compile,
-                       ema_decay=opts.ema_decay or None)
+                       ema_decay=opts.ema_decay or None, bf16=precision_flag(opts.precision))
 
 
 def _split_name(policy: str) -> tuple[str, str]:
@@ -136,14 +138,16 @@ def train(policy: str, suite: str = "tabletop", demos: str | None = None, out: s
           init: str | None = None, cameras: tuple[str, ...] | list[str] = ("front",),
           threads: int | None = None, vl_ratio: float = 0.25, vl_grid_cm: float = 0.0,
           action_vocab: int | None = None, fast_scale: float = 10.0, unfreeze_vlm: bool = False,
-          vlm_lr_multiplier: float | None = None, compile: bool = False, ema_decay: float = 0.999) -> int:
+          vlm_lr_multiplier: float | None = None, compile: bool = False, ema_decay: float = 0.999,
+          precision: str = "auto") -> int:
     """`apt-bench train`: run a recipe and write a checkpoint directory."""
     opts = RecipeOptions(policy=policy, suite=suite, demos=demos, out=out or f"runs/checkpoints/{policy}",
                          steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, preset=preset,
                          vlm=vlm, stage=stage, init=init, cameras=tuple(cameras), threads=threads,
                          vl_ratio=vl_ratio, vl_grid_cm=vl_grid_cm, action_vocab=action_vocab,
                          fast_scale=fast_scale, unfreeze_vlm=unfreeze_vlm,
-                         vlm_lr_multiplier=vlm_lr_multiplier, compile=compile, ema_decay=ema_decay)
+                         vlm_lr_multiplier=vlm_lr_multiplier, compile=compile, ema_decay=ema_decay,
+                         precision=precision)
     if not 0.0 <= opts.ema_decay < 1.0:
         raise BenchError(f"--ema-decay must be in [0, 1) (0 = no EMA, keep the last weights), got {opts.ema_decay}")
     if opts.threads:
@@ -181,7 +185,7 @@ def _load_demos(opts: RecipeOptions, suite: Suite) -> Any:
 
 def _train_vlm(opts: RecipeOptions, suite: Suite) -> int:
     from apt.models.vlm import TinyVLM
-    from apt.training.trainer import TrainConfig
+    from apt.training.trainer import TrainConfig, precision_flag
     from apt.training.vl_pointing import make_pointing_data
     from apt.training.vl_pretrain import make_vl_dataset, pretrain_vlm
 
@@ -193,7 +197,8 @@ def _train_vlm(opts: RecipeOptions, suite: Suite) -> int:
     # Grounding on the demonstrations (vl_pointing) when given; image-text matching alone otherwise.
     pointing = make_pointing_data(_load_demos(opts, suite), vlm, opts.cameras) if opts.demos else None
     result, metrics = pretrain_vlm(vlm, dataset, TrainConfig(
-        steps=opts.steps, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed, device=opts.device),
+        steps=opts.steps, batch_size=opts.batch_size, lr=opts.lr, seed=opts.seed, device=opts.device,
+        bf16=precision_flag(opts.precision)),
         pointing=pointing)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -226,7 +231,8 @@ def _train_policy(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -> 
     if opts.stage == 2 and not opts.init:
         raise BenchError("--stage 2 needs --init STAGE1_CHECKPOINT (the output of --stage 1)")
     if (opts.unfreeze_vlm or opts.vlm_lr_multiplier is not None) and recipe != "apt":
-        raise BenchError(f"--unfreeze-vlm / --vlm-lr-multiplier configure APT's Stage 2, not {opts.policy} "
+        raise BenchError(f"--unfreeze-vlm / --vlm-lr-multiplier configure APT's Stage 2 (and the discrete "
+                         f"recipes' trunk LR), not {opts.policy} "
                          "(baseline always trains the VLM at the base learning rate)")
     if opts.vlm_lr_multiplier is not None and not opts.unfreeze_vlm:
         raise BenchError("--vlm-lr-multiplier needs --unfreeze-vlm (a frozen VLM has no learning rate)")
@@ -326,6 +332,11 @@ def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -
                          f"--vl-grid {opts.vl_grid_cm} with --vl-ratio {opts.vl_ratio}")
     if opts.fast_scale <= 0:
         raise BenchError(f"--fast-scale must be > 0 (FAST uses 10), got {opts.fast_scale}")
+    if opts.unfreeze_vlm:
+        raise BenchError(f"--unfreeze-vlm is APT's Stage 2 option; {opts.policy} always trains the VLM trunk")
+    trunk_mult = 1.0 if opts.vlm_lr_multiplier is None else opts.vlm_lr_multiplier
+    if trunk_mult <= 0:
+        raise BenchError(f"--vlm-lr-multiplier must be > 0 (the trunk's LR / --lr), got {trunk_mult}")
     ctx = distributed.current()
     demos = _load_demos(opts, suite)
     cfg = _discrete_config(opts, suite).replace(ki=recipe == "ki")
@@ -362,7 +373,7 @@ def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -
     vl_batch = int(round(per_rank * opts.vl_ratio)) if vl is not None else 0
     batches = discrete_batches(data, action_tokens, vl, per_rank, vl_batch, opts.seed + 1000 * ctx.rank)
     t0 = time.perf_counter()
-    res = train_loop(model, model.param_groups(opts.lr), batches,
+    res = train_loop(model, model.param_groups(opts.lr, vlm_lr_multiplier=trunk_mult), batches,
                      _train_config(opts, opts.steps),
                      desc=opts.policy)
     wall = time.perf_counter() - t0
@@ -370,6 +381,7 @@ def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -
     recipe_record = {"name": recipe, "arch": "pi0" if recipe == "ki" else "none", "stage": "full",
                      "steps": opts.steps, "batch_size": opts.batch_size, "lr": opts.lr, "seed": opts.seed,
                      "vlm_init": vlm_source, "vl_ratio": opts.vl_ratio, "vl_scenes": n_scenes,
+                     **({"vlm_lr_multiplier": trunk_mult} if trunk_mult != 1.0 else {}),
                      **({"vl_grid_cm": opts.vl_grid_cm} if opts.vl_grid_cm else {}),
                      "action_vocab": tokenizer.vocab_size, "fast_scale": opts.fast_scale,
                      "bpe_compression": round(ratio, 3)}
@@ -399,7 +411,7 @@ def _checkpoint_meta(opts: RecipeOptions, suite: Suite, demos: Any, model: Any, 
                           "image_size": int(demos.meta.get("image_size", suite.observation_spec.image_size))},
         model=model.cfg.to_dict(), norm={"state": state_norm.to_dict(), "action": action_norm.to_dict()},
         recipe={**recipe, "demos": opts.demos, "cameras": list(opts.cameras), "threads": opts.threads,
-                "ema_decay": opts.ema_decay},
+                "ema_decay": opts.ema_decay, "precision": opts.precision},
         data_hash=str(demos.meta.get("data_hash", "")), train=train,
         exclude_prefixes=_exclude_prefixes(model.cfg))
 

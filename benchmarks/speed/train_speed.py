@@ -5,6 +5,10 @@ frozen features, exactly as `apt-bench train` does, through the one `train_loop`
 fetching separately from compute. Both numbers come from the same run:
 
     .venv/bin/python -m benchmarks.speed.train_speed [--steps 20] [--batch-size 32] [--preset-size tiny]
+
+`--precisions fp32 bf16` times each recipe under both (`apt-bench train --precision`) and prints the
+bf16 step time as a ratio of the fp32 one measured in the same run (bf16 autocast pays off on CPUs
+with AVX512-BF16 or AMX only; `apt.training.trainer.cpu_has_fast_bf16`).
 """
 
 from __future__ import annotations
@@ -62,12 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policies", nargs="+", default=list(RECIPES))
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precisions", nargs="+", default=["auto"], choices=("auto", "bf16", "fp32"),
+                    help="time each recipe under each; the first is the reference of the ratio column")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     from apt.registry import get_suite
     from apt.training.data import generate_demos, load_demos
-    from apt.training.trainer import TrainConfig, train_loop
+    from apt.training.trainer import TrainConfig, cpu_has_fast_bf16, precision_flag, train_loop
 
     suite = get_suite("tabletop")
     image_size = 96 if args.preset_size == "tiny" else 32
@@ -76,17 +82,26 @@ def main(argv: list[str] | None = None) -> int:
                        tasks=("place-red-plate", "push-green-left", "stack-blue-green"), cameras=("front",),
                        progress=False)
         demos = load_demos(Path(tmp) / "demos")
-        print(f"{'policy':<16}{'samples/s':>12}{'step ms':>10}{'loader share':>14}")
+        print(f"CPU with native bf16 (AVX512-BF16 / AMX): {cpu_has_fast_bf16()}")
+        print(f"{'policy':<16}{'precision':>10}{'samples/s':>12}{'step ms':>10}{'vs ' + args.precisions[0]:>10}"
+              f"{'loader share':>14}")
         for policy in args.policies:
             model, groups, batches = _model_and_batches(policy, args.preset_size, demos, suite, args.batch_size)
-            cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, device=args.device, warmup_steps=1)
-            train_loop(model, groups, batches, TrainConfig(steps=2, device=args.device, warmup_steps=1),
-                       progress=False)  # warm-up (allocator, lazy init) outside the timed run
-            t0 = time.perf_counter()
-            res = train_loop(model, groups, batches, cfg, progress=False)
-            step_ms = (time.perf_counter() - t0) / args.steps * 1e3
-            flag = "" if res.data_fraction < 0.10 else "  (above the 10% target)"
-            print(f"{policy:<16}{res.samples_per_s:>12.1f}{step_ms:>10.1f}{res.data_fraction:>13.1%}{flag}")
+            reference = None
+            for precision in args.precisions:
+                bf16 = precision_flag(precision)
+                cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, device=args.device, warmup_steps=1,
+                                  bf16=bf16)
+                train_loop(model, groups, batches, TrainConfig(steps=2, device=args.device, warmup_steps=1,
+                                                               bf16=bf16),
+                           progress=False)  # warm-up (allocator, lazy init) outside the timed run
+                t0 = time.perf_counter()
+                res = train_loop(model, groups, batches, cfg, progress=False)
+                step_ms = (time.perf_counter() - t0) / args.steps * 1e3
+                reference = reference or step_ms
+                flag = "" if res.data_fraction < 0.10 else "  (above the 10% target)"
+                print(f"{policy:<16}{precision:>10}{res.samples_per_s:>12.1f}{step_ms:>10.1f}"
+                      f"{step_ms / reference:>10.2f}{res.data_fraction:>13.1%}{flag}")
     return 0
 
 
