@@ -12,9 +12,9 @@
 #       CAMERAS=front THREADS=1 EPISODES_96=3 SPLITS="seen paraphrased unseen compositional" \
 #       bash scripts/reference_tabletop.sh; done; done
 #
-# The pi0 pair sees the front and wrist cameras and trains alone on both cores (--threads 2, one
-# after the other); the other policies see the front camera and train single-threaded, two side by
-# side. Wall times are recorded in each checkpoint's config.json. Evaluation runs single-threaded
+# The pi0 pair and discrete_pi0 see the front and wrist cameras and train alone on both cores
+# (--threads 2, one after the other); the GROOT pair sees the front camera and trains
+# single-threaded, two side by side. Wall times are recorded in each checkpoint's config.json. Evaluation runs single-threaded
 # (OMP_NUM_THREADS=1): two evaluations with torch's default threads on 2 cores oversubscribe them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,7 @@ BIN=${BIN:-.venv/bin/apt-bench}
 VLM_DEMOS=${VLM_DEMOS:-demos/tabletop}      # 50 episodes per task, clean expert labels (--expert-noise 0)
 DEMOS=${DEMOS:-demos/tabletop100}           # 100 episodes per task, noisy labels (the default 0.1); the
                                             # first 50 per task start from VLM_DEMOS's layouts
+DISCRETE_DEMOS=${DISCRETE_DEMOS:-demos/tabletop100c}  # 100 episodes per task, clean labels (DEMOS' layouts)
 CK=${CK:-checkpoints/tabletop}
 VLM=${VLM:-$CK/vlm_tiny}                    # the backbone every policy starts from
 STEPS=${STEPS:-}                            # empty: each policy's reference step count (below)
@@ -47,22 +48,23 @@ steps_for() {
     case "$1" in apt_pi0) echo 4000 ;; baseline_pi0) echo 3000 ;; apt_*) echo 5000 ;; discrete_*) echo 2500 ;;
                  *) echo 4000 ;; esac
 }
-# The wrist view fixes the pi0 pair's position errors (baseline_pi0 on seen: 70.0% vs 39.6% front-only).
+# The wrist view fixes the pi0 pair's position errors (baseline_pi0 on seen: 70.0% vs 39.6% front-only);
+# discrete_pi0 needs it together with 100 clean episodes per task (50.8% on seen vs 25.4% front-only on 50).
 cameras_for() {
     if [ -n "$CAMERAS" ]; then echo "$CAMERAS"; return; fi
-    case "$1" in apt_pi0|baseline_pi0) echo "front wrist" ;; *) echo front ;; esac
+    case "$1" in apt_pi0|baseline_pi0|discrete_pi0) echo "front wrist" ;; *) echo front ;; esac
 }
 threads_for() {
     if [ -n "$THREADS" ]; then echo "$THREADS"; return; fi
-    case "$1" in apt_pi0|baseline_pi0) echo 2 ;; *) echo 1 ;; esac
+    case "$1" in apt_pi0|baseline_pi0|discrete_pi0) echo 2 ;; *) echo 1 ;; esac
 }
-# discrete_pi0 trains on the clean-label set (its shipped checkpoint's data, hash a7209434): FAST tokens
-# of the noisy labels (expert noise 0.1) carry the white noise (BPE x2.29 instead of x3.69, per-token
-# loss 3.1 instead of 0.75 after ~2000 steps). Under strict decoding that failed outright (100 per
-# task: 72% undecodable, 0% on seen); decoded relaxed, noisy and clean labels scored alike (17.9% on
-# seen, both cameras; results/tabletop/README.md).
+# discrete_pi0 trains on clean labels (hash 0208e53f): FAST tokens of the noisy labels (expert noise
+# 0.1) carry the white noise (BPE x2.29 instead of x3.69, per-token loss 3.1 instead of 0.75 after
+# ~2000 steps). Under strict decoding that failed outright (100 per task: 72% undecodable, 0% on
+# seen); decoded relaxed, noisy and clean labels scored alike (17.9% on seen, both cameras, 50 per
+# task; results/tabletop/README.md).
 demos_for() {
-    case "$1" in discrete_*) echo "$VLM_DEMOS" ;; *) echo "$DEMOS" ;; esac
+    case "$1" in discrete_*) echo "$DISCRETE_DEMOS" ;; *) echo "$DEMOS" ;; esac
 }
 # APT's Stage 2 fine-tunes the VLM trunk jointly (at the base LR): 34.7% vs 31.9% frozen on seen.
 flags_for() {
@@ -72,6 +74,8 @@ flags_for() {
 [ -f "$VLM_DEMOS/meta.json" ] || "$BIN" demos --suite tabletop --out "$VLM_DEMOS" --episodes-per-task 50 --seed 0 \
     --expert-noise 0
 [ -f "$DEMOS/meta.json" ] || "$BIN" demos --suite tabletop --out "$DEMOS" --episodes-per-task 100 --seed 0
+[ -f "$DISCRETE_DEMOS/meta.json" ] || "$BIN" demos --suite tabletop --out "$DISCRETE_DEMOS" --episodes-per-task 100 \
+    --seed 0 --expert-noise 0
 # Backbone: image-text matching on rendered scenes + pointing on the demonstrations (vl_pointing.py).
 [ -f "$VLM/vlm.safetensors" ] || "$BIN" train --policy vlm_tiny --demos "$VLM_DEMOS" --steps 1000 \
     --batch-size 64 --lr "$LR" --threads 1 --seed "$SEED" --out "$VLM"
