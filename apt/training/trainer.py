@@ -73,14 +73,15 @@ def resolve_device(device: str) -> torch.device:
         raise BenchError(f"invalid device {device!r}: {err}") from None
 
 
-PRECISIONS = ("auto", "bf16", "fp32")
+_BF16_OF_PRECISION: dict[str, bool | None] = {"auto": None, "bf16": True, "fp32": False}
+PRECISIONS = tuple(_BF16_OF_PRECISION)  # `--precision` values (apt/cli.py spells them out: it avoids torch)
 
 
 def precision_flag(precision: str) -> bool | None:
     """`--precision` -> `TrainConfig.bf16`: auto = bf16 autocast on CUDA only, bf16 = also on CPU, fp32 = never."""
-    if precision not in PRECISIONS:
+    if precision not in _BF16_OF_PRECISION:
         raise BenchError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return {"auto": None, "bf16": True, "fp32": False}[precision]
+    return _BF16_OF_PRECISION[precision]
 
 
 def cpu_has_fast_bf16() -> bool:

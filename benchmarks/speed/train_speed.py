@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from apt.training.trainer import PRECISIONS, TrainConfig, cpu_has_fast_bf16, precision_flag, train_loop
+
 RECIPES = ("apt_pi0", "apt_groot", "baseline_pi0", "baseline_groot", "discrete_pi0", "ki_pi0")
 
 
@@ -66,14 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policies", nargs="+", default=list(RECIPES))
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--precisions", nargs="+", default=["auto"], choices=("auto", "bf16", "fp32"),
+    ap.add_argument("--precisions", nargs="+", default=["auto"], choices=PRECISIONS,
                     help="time each recipe under each; the first is the reference of the ratio column")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     from apt.registry import get_suite
     from apt.training.data import generate_demos, load_demos
-    from apt.training.trainer import TrainConfig, cpu_has_fast_bf16, precision_flag, train_loop
 
     suite = get_suite("tabletop")
     image_size = 96 if args.preset_size == "tiny" else 32
