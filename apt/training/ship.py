@@ -62,13 +62,13 @@ def training_command(config: dict[str, Any], out: str) -> str:
     fusion = config.get("model", {}).get("fusion") or {}
     if recipe.get("name") == "apt" and fusion.get("unfreeze_vlm"):
         parts.append(f"--unfreeze-vlm --vlm-lr-multiplier {fusion.get('vlm_lr_multiplier')}")
-    if recipe.get("vlm_lr_multiplier") is not None:  # discrete / ki: the trunk's LR / the decoder's
-        parts.append(f"--vlm-lr-multiplier {recipe['vlm_lr_multiplier']}")
     # Options the recipe records, where they differ from RecipeOptions' defaults (older checkpoints
-    # did not record them: they used the defaults).
+    # did not record them: they used the defaults). discrete / ki record `vlm_lr_multiplier` (the
+    # trunk's LR / the decoder's) only where it is not 1.
     defaults = {f.name: f.default for f in dataclasses.fields(RecipeOptions)}
     for key, flag in (("vl_ratio", "--vl-ratio"), ("vl_grid_cm", "--vl-grid"), ("fast_scale", "--fast-scale"),
-                      ("ema_decay", "--ema-decay"), ("precision", "--precision")):
+                      ("ema_decay", "--ema-decay"), ("precision", "--precision"),
+                      ("vlm_lr_multiplier", "--vlm-lr-multiplier")):
         if recipe.get(key, defaults[key]) != defaults[key]:
             parts.append(f"{flag} {recipe[key]}")
     # Checkpoints from before the recipe recorded its threads were all trained on one.
