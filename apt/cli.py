@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     spl.add_argument("--suite", default="tabletop")
     spl.add_argument("--check", action="store_true", help="validate; non-zero exit on any problem")
     spl.add_argument("files", nargs="*", help="instruction-set YAML files to validate instead")
-    spl.set_defaults(handler=_call("apt.splits:splits_command"))
+    spl.set_defaults(handler=_call("apt.splits.instruction_set:splits_command"))
 
     dem = sub.add_parser("demos", help="write scripted-expert demonstrations")
     dem.add_argument("--suite", default="tabletop")
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     dem.add_argument("--clean-labels", action="store_true",
                      help="execute the noisy actions but record the expert's intended (noise-free) "
                           "action as each frame's label (DART-style)")
-    dem.set_defaults(handler=_call("apt.training.data:demos_command"))
+    dem.set_defaults(handler=_call("apt.demos.native:demos_command"))
     trn = sub.add_parser("train", help="train a policy with its recipe and write a checkpoint")
     trn.add_argument("--policy", required=True,
                      help="apt_pi0, apt_groot, baseline_pi0, baseline_groot, discrete_pi0, "
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-batch", type=_positive_int, default=64,
                      help="most observations in one batched request")
     srv.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
-    srv.set_defaults(handler=_call("apt.serve:serve"))
+    srv.set_defaults(handler=_call("apt.serving.server:serve"))
     return parser
 
 

@@ -52,8 +52,8 @@ SUITES: dict[str, Entry] = _table(
 
 # Reference policies (not learned). Learned ones come from checkpoint directories.
 POLICIES: dict[str, Entry] = _table(
-    Entry("oracle", "apt.eval.reference:OraclePolicy", "the suite's scripted expert (upper bound)"),
-    Entry("random", "apt.eval.reference:RandomPolicy", "uniform random actions (lower bound)"),
+    Entry("oracle", "apt.policies.reference:OraclePolicy", "the suite's scripted expert (upper bound)"),
+    Entry("random", "apt.policies.reference:RandomPolicy", "uniform random actions (lower bound)"),
 )
 
 # Learned policy names `<recipe>_<arch>`; each resolves to a shipped or user checkpoint directory.
@@ -64,7 +64,7 @@ ARCHS: tuple[str, ...] = ("pi0", "groot")
 LEARNED_POLICIES: tuple[str, ...] = tuple(f"{r}_{a}" for r in RECIPES for a in ARCHS) + ("ki_pi0",)
 
 # URL schemes of remote policies -> "module:callable(url, suite)" building the client policy.
-REMOTE_SCHEMES: dict[str, str] = {"openpi://": "apt.eval.remote:connect"}
+REMOTE_SCHEMES: dict[str, str] = {"openpi://": "apt.serving.codec:connect"}
 
 SPLITS: tuple[str, ...] = ("seen", "paraphrased", "unseen", "compositional")
 CONTROL_SPLITS: tuple[str, ...] = ("blank", "shuffled", "swapped")
@@ -109,7 +109,7 @@ def build_policy(name: str, suite: Suite, *, seed: int = 0, device: str = "cpu")
     """Resolve a policy name, a learned policy's shipped checkpoint, or a checkpoint directory.
 
     Unknown names list the valid ones; a learned name without a checkpoint says how to make one.
-    `openpi://HOST:PORT` is a policy served over openpi's websocket protocol (apt/eval/remote.py).
+    `openpi://HOST:PORT` is a policy served over openpi's websocket protocol (apt/serving/codec.py).
     """
     for scheme, target in REMOTE_SCHEMES.items():
         if name.startswith(scheme):
@@ -126,7 +126,7 @@ def build_policy(name: str, suite: Suite, *, seed: int = 0, device: str = "cpu")
                 f"`apt-bench train --policy {name} --suite {suite.name} --out DIR` and pass "
                 f"`--policy DIR`")
     if path.is_dir() or "/" in name or name.endswith(".safetensors") or path.exists():
-        from apt.training.checkpoints import load_policy  # lazy: pulls in torch and the models
+        from apt.checkpoints import load_policy  # lazy: pulls in torch and the models
 
         return load_policy(path, suite=suite, device=device)
     raise unknown("policy", name, policy_names() + ("<checkpoint directory>",))

@@ -37,7 +37,7 @@ class Observation(TypedDict):
     `privileged` carries simulator state for scripted experts only; learned policies must not read it.
     `sample_key` is added by the engine, not by suites: "<task_id>:<episode seed>:<step>", so a
     stochastic policy can draw per-episode random numbers that do not depend on batching or
-    scheduling (apt.policy.LearnedPolicy.keyed_noise).
+    scheduling (apt.policies.learned.LearnedPolicy.keyed_noise).
     """
 
     images: dict[str, np.ndarray]  # camera name -> uint8[H, W, 3]

@@ -26,10 +26,10 @@ PLACE_TASKS = ("place-red-plate", "place-yellow-box", "place-blue-bowl")
 
 
 def offline(demos_dir: str, checkpoints: list[str], frames: int = 1024) -> None:
-    from apt.policy import Normalizer, build_model
+    from apt.policies.learned import Normalizer, build_model
     from apt.training.batches import build_training_data
-    from apt.training.checkpoints import load_weights, read_meta
-    from apt.training.data import load_demos
+    from apt.checkpoints import load_weights, read_meta
+    from apt.demos.native import load_demos
 
     demos = load_demos(demos_dir, suite="tabletop")
     rows = torch.from_numpy(np.random.default_rng(0).choice(len(demos), min(frames, len(demos)), replace=False))
@@ -63,8 +63,8 @@ def offline(demos_dir: str, checkpoints: list[str], frames: int = 1024) -> None:
 
 def gripper(checkpoints: list[str], seeds: int = 6, max_steps: int = 120) -> None:
     from apt.registry import get_suite
-    from apt.splits import load_split
-    from apt.training.checkpoints import load_policy
+    from apt.splits.instruction_set import load_split
+    from apt.checkpoints import load_policy
     from benchmarks.tabletop.tasks import parse_task_id
 
     suite = get_suite("tabletop")

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from benchmarks.base import BenchError, TaskSpec
-from apt.training.data import FORMAT, load_demos
-from apt.training.demo_formats import (LEROBOT, LIBERO_HDF5, detect_format, load_lerobot,
+from apt.demos.native import FORMAT, load_demos
+from apt.demos.external import (LEROBOT, LIBERO_HDF5, detect_format, load_lerobot,
                                        load_libero_hdf5)
 
 h5py = pytest.importorskip("h5py")

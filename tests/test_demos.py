@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from apt import cli
-from apt.splits import load_split
-from apt.training.data import (DEMO_SEED_BASE, META_FILE, episode_seed, generate_demos, image_file,
+from apt.splits.instruction_set import load_split
+from apt.demos.native import (DEMO_SEED_BASE, META_FILE, episode_seed, generate_demos, image_file,
                                load_demos)
 from benchmarks.base import BenchError
 
@@ -167,7 +167,7 @@ def test_clean_labels_execute_the_noisy_actions_and_record_the_intended_ones(tmp
 
 
 def test_clean_labels_need_an_expert_that_reports_its_intended_actions():
-    from apt.training.data import _labels
+    from apt.demos.native import _labels
 
     class Blind:  # an expert without `intended`
         intended = None

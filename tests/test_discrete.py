@@ -13,9 +13,9 @@ import torch
 from apt.cli import main
 from apt.models.action_tokens import TOKENIZER_FILE, ActionTokenizer
 from apt.models.discrete import DiscreteConfig, DiscreteVLA, get_discrete_config
-from apt.policy import LearnedPolicy
+from apt.policies.learned import LearnedPolicy
 from apt.registry import build_policy
-from apt.training.checkpoints import read_meta
+from apt.checkpoints import read_meta
 
 from conftest import TINY_DEMO_TASKS as TASKS  # noqa: E402  (the tasks of the shared demos_dir)
 
@@ -105,7 +105,7 @@ def test_undecodable_generation_becomes_nan_then_policy_fallback(suite):
     assert torch.isnan(out[0]).all() and torch.isfinite(out[1]).all()
 
     from benchmarks.base import ActionSpec, ObservationSpec, PolicySpec
-    from apt.policy import Normalizer
+    from apt.policies.learned import Normalizer
 
     spec = PolicySpec(ActionSpec(dim=4), ObservationSpec(cameras=("front",), state_dim=4, image_size=32), chunk=4)
     ident = Normalizer(np.zeros(4, np.float32), np.ones(4, np.float32))

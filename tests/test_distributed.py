@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from apt.registry import get_suite
-from apt.training.checkpoints import read_meta
-from apt.training.data import generate_demos
+from apt.checkpoints import read_meta
+from apt.demos.native import generate_demos
 
 
 def _free_port() -> int:

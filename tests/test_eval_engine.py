@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:
 
 from apt.cli import main  # noqa: E402
 from apt.eval import runner  # noqa: E402
-from apt.eval.reference import OraclePolicy, RandomPolicy  # noqa: E402
+from apt.policies.reference import OraclePolicy, RandomPolicy  # noqa: E402
 from apt.eval.rollout import ProvenanceError, run_episode  # noqa: E402
 from apt.eval.store import Store, read_episodes  # noqa: E402
 from benchmarks.base import ActionSpec, BenchError, ObservationSpec, PolicySpec  # noqa: E402

@@ -134,7 +134,7 @@ def test_pro_language_split_is_the_installed_bddl_text(name):
 @needs_libero
 @pytest.mark.parametrize("name", FOUR)
 def test_instruction_sets_validate(name):
-    from apt.splits import check_instruction_set, load_instruction_set, normalize_instruction
+    from apt.splits.instruction_set import check_instruction_set, load_instruction_set, normalize_instruction
     from benchmarks.libero import LiberoSuite, pro_language_entries
 
     all_tasks = LiberoSuite(name).tasks()
@@ -196,7 +196,7 @@ def test_env_reset_and_step(name):
 @needs_libero
 @pytest.mark.slow
 def test_provenance_paraphrase_and_pro_language_reach_the_policy():
-    from apt.splits import load_instruction_set
+    from apt.splits.instruction_set import load_instruction_set
     from benchmarks.libero import LiberoSuite
 
     para = load_instruction_set(SETS / "libero_goal" / "paraphrased.yaml").by_task()["libero_goal/0"][0]

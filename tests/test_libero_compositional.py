@@ -110,7 +110,7 @@ def test_registered_as_held_out_libero_goal_tasks():
 
 
 def test_compositional_split_validates_and_lists_exactly_the_goals_solved_by_actions():
-    from apt.splits import check_instruction_set, load_instruction_set, splits_command
+    from apt.splits.instruction_set import check_instruction_set, load_instruction_set, splits_command
     from benchmarks.libero import LiberoSuite
 
     sets = C.BDDL_DIR.parents[3] / "instruction_sets" / "libero" / "libero_goal"

@@ -132,7 +132,7 @@ def test_demos_are_written_as_libero_hdf5_from_sampled_layouts_and_replay(tmp_pa
 
     import h5py
 
-    from apt.training.data import generate_demos, load_demos
+    from apt.demos.native import generate_demos, load_demos
     from benchmarks.libero import LiberoSuite
 
     suite = LiberoSuite("libero_goal")

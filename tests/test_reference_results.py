@@ -8,7 +8,7 @@ import pytest
 
 from apt.eval import compare as cmp
 from apt.eval.store import read_episodes
-from apt.training.checkpoints import checkpoint_sha256
+from apt.checkpoints import checkpoint_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "tabletop"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from apt.cli import main
-from apt.eval.remote import BATCH_KEY, RESET_KEY, RemotePolicy, RemotePolicyError, packb, unpackb
+from apt.serving.codec import BATCH_KEY, RESET_KEY, RemotePolicy, RemotePolicyError, packb, unpackb
 from apt.registry import build_policy
 from benchmarks.base import BenchError
 
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, suite) -> Path:
-    from apt.training.data import generate_demos
+    from apt.demos.native import generate_demos
 
     root = tmp_path_factory.mktemp("serve")
     demos, out = root / "demos", root / "ck"

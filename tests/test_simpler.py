@@ -88,7 +88,7 @@ def test_tasks_and_specs(suite):
 
 def test_instruction_sets_validate(capsys):
     from apt.cli import main
-    from apt.splits import load_instruction_set, load_split
+    from apt.splits.instruction_set import load_instruction_set, load_split
 
     assert main(["splits", "--suite", "simpler", "--check"]) == 0
     assert "ok: 5 file(s)" in capsys.readouterr().out
@@ -181,7 +181,7 @@ def test_env_reset_and_step(suite, task_id):
 def test_provenance_paraphrase_reaches_the_policy(suite):
     """The split's paraphrase, not the env's own instruction, is what every observation carries;
     the physics does not depend on it (paired design)."""
-    from apt.splits import load_instruction_set
+    from apt.splits.instruction_set import load_instruction_set
 
     para = load_instruction_set(SETS / "paraphrased.yaml").by_task()["widowx_carrot_on_plate"][0]
     unseen = load_instruction_set(SETS / "unseen.yaml").by_task()["widowx_carrot_on_plate"][0]
@@ -228,7 +228,7 @@ def test_expert_solves_each_task(suite, task_id):
 def test_random_policy_paraphrased_end_to_end(run_episodes):
     """`apt-bench run --suite simpler --policy random --split paraphrased --episodes 1`: every entry
     runs one full episode, and the stored instruction is the split's text."""
-    from apt.splits import load_instruction_set
+    from apt.splits.instruction_set import load_instruction_set
 
     df, out = run_episodes("--suite", "simpler", "--policy", "random", "--split", "paraphrased", "--episodes", "1")
     assert "ALL" in out

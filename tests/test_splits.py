@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from apt import cli
-from apt.splits import (InstructionEntry, InstructionSet, check_instruction_set, derive_control,
+from apt.splits.instruction_set import (InstructionEntry, InstructionSet, check_instruction_set, derive_control,
                         instruction_sets_dir, load_instruction_set, load_split, normalize_instruction,
                         shuffle_words, training_set)
 from benchmarks.base import BenchError

@@ -76,7 +76,7 @@ def package_version() -> str:
 
 
 def _split_key(split_arg: str, iset: Any) -> str:
-    from apt.splits import _looks_like_path  # one notion of "this split is a file path"
+    from apt.splits.instruction_set import _looks_like_path  # one notion of "this split is a file path"
 
     base = split_arg.partition("@")[2] if "@" in split_arg and not Path(split_arg).exists() else split_arg
     is_file = _looks_like_path(base) or Path(base).is_file()
@@ -100,7 +100,7 @@ def plan_run(*, policy: str, split: str, suite: str = "tabletop", episodes: int 
              device: str = "cpu", video_dir: str | None = None, max_steps: int | None = None,
              noise_scale: float | None = None):
     """Resolve and check a run; returns (suite, policy, instruction set, plan, records-by-key)."""
-    from apt.splits import load_split
+    from apt.splits.instruction_set import load_split
 
     check_device(device)
     suite_obj = get_suite(suite)

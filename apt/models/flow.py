@@ -72,7 +72,7 @@ def flow_matching_loss(velocity: VelocityFn, actions: Tensor, cfg: FlowConfig,
 def initial_noise(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None = None,
                   noise: Tensor | None = None) -> Tensor:
     """The sampler's starting point: `noise` when the caller drew it (per-episode streams, see
-    apt.policy), checked against `shape`; else N(0, I) from `generator`. Cast to `like`."""
+    apt.policies.learned), checked against `shape`; else N(0, I) from `generator`. Cast to `like`."""
     if noise is not None:
         if tuple(noise.shape) != tuple(shape):
             raise ValueError(f"noise has shape {tuple(noise.shape)}, the sampler needs {tuple(shape)}")

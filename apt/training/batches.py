@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from apt.policy import Normalizer
-from apt.training.data import Demos
+from apt.policies.learned import Normalizer
+from apt.demos.native import Demos
 
 
 def chunk_indices(episode_starts: np.ndarray, chunk: int) -> np.ndarray:

@@ -173,8 +173,8 @@ def train(policy: str, suite: str = "tabletop", demos: str | None = None, out: s
 def _load_demos(opts: RecipeOptions, suite: Suite) -> Any:
     """The --demos set, checked against the suite; a clear error when it was not given. LIBERO
     HDF5 files are read for the training cameras only (a file may record fewer than LIBERO's two)."""
-    from apt.training.data import load_demos
-    from apt.training.demo_formats import LIBERO_HDF5, detect_format
+    from apt.demos.native import load_demos
+    from apt.demos.external import LIBERO_HDF5, detect_format
 
     if opts.demos is None:
         raise BenchError(f"training {opts.policy} needs demonstrations: pass --demos DIR (make them with "
@@ -223,7 +223,7 @@ def _train_vlm(opts: RecipeOptions, suite: Suite) -> int:
 def _train_policy(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -> int:
     from apt.models.policy_model import VLAModel, stage2_from_stage1
     from apt.training.batches import build_training_data, fit_normalizers
-    from apt.training.checkpoints import read_meta, save_checkpoint
+    from apt.checkpoints import read_meta, save_checkpoint
     from apt.training.trainer import train_loop
 
     if opts.stage is not None and recipe != "apt":
@@ -252,8 +252,8 @@ def _train_policy(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -> 
     vlm_source = _load_vlm_trunk(model, opts, suite)
     state_norm, action_norm = fit_normalizers(demos)
     if opts.stage == 2:
-        from apt.training.checkpoints import load_weights
-        from apt.policy import Normalizer
+        from apt.checkpoints import load_weights
+        from apt.policies.learned import Normalizer
 
         load_weights(opts.init, model, meta1)
         state_norm = Normalizer.from_dict(meta1.norm["state"])
@@ -319,7 +319,7 @@ def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -
     from apt.models.vlm import build_vlm
     from apt.training import distributed
     from apt.training.batches import build_training_data, fit_normalizers
-    from apt.training.checkpoints import save_checkpoint
+    from apt.checkpoints import save_checkpoint
     from apt.training.trainer import train_loop
     from apt.training.vl_data import build_vl_data, discrete_batches, render_scenes
 
@@ -402,7 +402,7 @@ def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -
 def _checkpoint_meta(opts: RecipeOptions, suite: Suite, demos: Any, model: Any, state_norm: Any,
                      action_norm: Any, recipe: dict[str, Any], train: dict[str, Any]) -> Any:
     """The config.json every recipe writes: suite specs, model config, normalisers, provenance."""
-    from apt.training.checkpoints import CheckpointMeta
+    from apt.checkpoints import CheckpointMeta
 
     return CheckpointMeta(
         policy=opts.policy, suite=suite.name, suite_version=suite.version,

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from benchmarks.base import BenchError
-from apt.training.checkpoints import CONFIG_FILE, WEIGHTS_FILE, checkpoint_sha256
+from apt.checkpoints import CONFIG_FILE, WEIGHTS_FILE, checkpoint_sha256
 from apt.training.recipes import RecipeOptions
 
 VLM_WEIGHTS_FILE = "vlm.safetensors"

@@ -31,7 +31,7 @@ from torch import Tensor
 from benchmarks.base import BenchError
 from apt.models.vlm import FrozenFeatures, TinyVLM, pooled_language
 from apt.training.batches import TrainingData, build_training_data, fit_normalizers
-from apt.training.data import Demos
+from apt.demos.native import Demos
 
 LOW_TOL = 0.01  # m above the episode's lowest TCP z that counts as "reached working height"
 HELDOUT_EVERY = 20  # every 20th episode is held out to report pointing error on unseen layouts

@@ -26,7 +26,7 @@ MODEL_BUILDERS: dict[str, str] = {
     "discrete": "apt.models.discrete:build_from_config",
     "ki": "apt.models.discrete:build_from_config",
 }
-DEFAULT_MODEL_BUILDER = "apt.policy:build_vla_model"
+DEFAULT_MODEL_BUILDER = "apt.policies.learned:build_vla_model"
 
 
 def build_vla_model(model_cfg: dict[str, Any]) -> Any:
@@ -108,7 +108,7 @@ class LearnedPolicy:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, meta: Any, device: str = "cpu", seed: int = 0) -> "LearnedPolicy":
-        from apt.training.checkpoints import (action_spec_from, checkpoint_sha256, load_weights,
+        from apt.checkpoints import (action_spec_from, checkpoint_sha256, load_weights,
                                               observation_spec_from)
         from apt.training.trainer import resolve_device
 

@@ -153,6 +153,6 @@ def load_policy(path: str | Path, suite: Suite, device: str = "cpu"):
     """Checkpoint directory -> a Policy ready for `apt-bench run` (validated against the suite)."""
     meta = read_meta(path)
     check_suite(meta, suite, path)
-    from apt.policy import LearnedPolicy  # lazy: torch models only when a checkpoint is used
+    from apt.policies.learned import LearnedPolicy  # lazy: torch models only when a checkpoint is used
 
     return LearnedPolicy.from_checkpoint(path, meta, device=device)

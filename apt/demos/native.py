@@ -1,7 +1,7 @@
 """Scripted-expert demonstrations: generation, the on-disk format, and the reader.
 
 This module is the one owner of the demonstration format; training reads demos only through
-`load_demos`, which also reads LIBERO HDF5 and LeRobot datasets (apt/training/demo_formats.py).
+`load_demos`, which also reads LIBERO HDF5 and LeRobot datasets (apt/demos/external.py).
 
 On-disk format (a directory, format "apt-bench-demos" version 1)::
 
@@ -267,7 +267,7 @@ def generate_demos(suite: Suite, out_dir: str | Path, episodes_per_task: int = 5
     """
     from tqdm.auto import tqdm
 
-    from apt.splits import load_split
+    from apt.splits.instruction_set import load_split
 
     if episodes_per_task < 1:
         raise BenchError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
@@ -338,7 +338,7 @@ def generate_demos(suite: Suite, out_dir: str | Path, episodes_per_task: int = 5
     if fmt == FORMAT:
         data_hash, frames = _assemble(partial, [jobs[r.index] for r in kept], cams)
     else:
-        from apt.training.demo_formats import write_native
+        from apt.demos.external import write_native
 
         data_hash, frames = write_native(fmt, partial, [jobs[r.index] for r in kept], cams, suite)
     per_task = {t.task_id: 0 for t in chosen}
@@ -567,13 +567,13 @@ def load_demos(path: str | Path, suite: str | None = None, suite_version: str | 
                *, verify: bool = False, **options: Any) -> Demos:
     """Open a demonstration dataset: an apt-bench directory (images memory-mapped, nothing
     decoded), or a LIBERO .hdf5 file / directory or a LeRobot v2.x root (decoded into memory by
-    `apt.training.demo_formats`, which `options` configure; see `detect_format`).
+    `apt.demos.external`, which `options` configure; see `detect_format`).
 
     `suite` / `suite_version`, when given, must match what the data was made with (external data
     records no suite version; its tasks are checked against the suite's where it can be). `verify`
     recomputes `data_hash` (reads every image once).
     """
-    from apt.training.demo_formats import detect_format, load_external
+    from apt.demos.external import detect_format, load_external
 
     fmt = detect_format(path)
     if fmt != FORMAT:

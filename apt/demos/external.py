@@ -65,7 +65,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from benchmarks.base import BenchError
-from apt.training.data import FORMAT, META_FILE, Demos
+from apt.demos.native import FORMAT, META_FILE, Demos
 
 LIBERO_HDF5 = "libero_hdf5"
 LEROBOT = "lerobot"

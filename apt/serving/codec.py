@@ -1,7 +1,7 @@
 """Remote policies over openpi's websocket protocol: `--policy openpi://HOST:PORT`.
 
 One module holds both sides' wire schema (the codec, the per-suite observation keys, the request
-checks), so `apt-bench serve` (apt/serve.py) and this client cannot drift apart.
+checks), so `apt-bench serve` (apt/serving/server.py) and this client cannot drift apart.
 
 Protocol (openpi's `WebsocketPolicyServer` / `openpi_client.websocket_client_policy`):
 - Frames are binary msgpack; numpy arrays travel as `{b"__ndarray__": True, b"data", b"dtype",
@@ -158,7 +158,7 @@ def key_map_for(suite_name: str) -> KeyMap:
     family = "libero" if suite_name.startswith("libero") else suite_name
     if family not in KEY_MAPS:
         raise BenchError(f"no openpi observation-key mapping for suite {suite_name!r}; mapped: "
-                         f"{', '.join(KEY_MAPS)} (add one to apt/eval/remote.py:KEY_MAPS)")
+                         f"{', '.join(KEY_MAPS)} (add one to apt/serving/codec.py:KEY_MAPS)")
     return KEY_MAPS[family]
 
 

@@ -1,4 +1,4 @@
-"""`apt-bench serve`: serve a policy over openpi's websocket protocol (wire schema: apt/eval/remote.py).
+"""`apt-bench serve`: serve a policy over openpi's websocket protocol (wire schema: apt/serving/codec.py).
 
 Any openpi client (`openpi_client.websocket_client_policy.WebsocketClientPolicy`, a robot's client)
 can drive an apt-bench policy, and `apt-bench run --policy openpi://HOST:PORT` can evaluate it.
@@ -34,11 +34,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from apt.eval.remote import (BATCH_KEY, PROTOCOL, RESET_KEY, KeyMap, WireError, from_wire, key_map_for,
+from apt.serving.codec import (BATCH_KEY, PROTOCOL, RESET_KEY, KeyMap, WireError, from_wire, key_map_for,
                              packb, unpackb)
 from benchmarks.base import BenchError, Observation, Policy, Suite
 
-log = logging.getLogger("apt.serve")
+log = logging.getLogger("apt.serving.server")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 

@@ -91,7 +91,7 @@ class InstructionSet:
 
 def instruction_sets_dir() -> Path:
     """The repository's `instruction_sets/` folder (next to the `apt` package)."""
-    return Path(__file__).resolve().parent.parent / "instruction_sets"
+    return Path(__file__).resolve().parents[2] / "instruction_sets"
 
 
 def normalize_instruction(text: str) -> str:
