@@ -148,11 +148,3 @@ def observation_spec_from(meta: CheckpointMeta) -> ObservationSpec:
     d["cameras"] = tuple(d.get("cameras", ()))
     return ObservationSpec(**d)
 
-
-def load_policy(path: str | Path, suite: Suite, device: str = "cpu"):
-    """Checkpoint directory -> a Policy ready for `apt-bench run` (validated against the suite)."""
-    meta = read_meta(path)
-    check_suite(meta, suite, path)
-    from apt.policies.learned import LearnedPolicy  # lazy: torch models only when a checkpoint is used
-
-    return LearnedPolicy.from_checkpoint(path, meta, device=device)

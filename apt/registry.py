@@ -126,7 +126,7 @@ def build_policy(name: str, suite: Suite, *, seed: int = 0, device: str = "cpu")
                 f"`apt-bench train --policy {name} --suite {suite.name} --out DIR` and pass "
                 f"`--policy DIR`")
     if path.is_dir() or "/" in name or name.endswith(".safetensors") or path.exists():
-        from apt.checkpoints import load_policy  # lazy: pulls in torch and the models
+        from apt.policies.learned import load_policy  # lazy: pulls in torch and the models
 
         return load_policy(path, suite=suite, device=device)
     raise unknown("policy", name, policy_names() + ("<checkpoint directory>",))

@@ -26,7 +26,8 @@ PLACE_TASKS = ("place-red-plate", "place-yellow-box", "place-blue-bowl")
 
 
 def offline(demos_dir: str, checkpoints: list[str], frames: int = 1024) -> None:
-    from apt.policies.learned import Normalizer, build_model
+    from apt.policies.learned import build_model
+    from apt.policies.transforms import Normalizer
     from apt.training.batches import build_training_data
     from apt.checkpoints import load_weights, read_meta
     from apt.demos.native import load_demos
@@ -64,7 +65,7 @@ def offline(demos_dir: str, checkpoints: list[str], frames: int = 1024) -> None:
 def gripper(checkpoints: list[str], seeds: int = 6, max_steps: int = 120) -> None:
     from apt.registry import get_suite
     from apt.splits.instruction_set import load_split
-    from apt.checkpoints import load_policy
+    from apt.policies.learned import load_policy
     from benchmarks.tabletop.tasks import parse_task_id
 
     suite = get_suite("tabletop")

@@ -105,7 +105,7 @@ def test_undecodable_generation_becomes_nan_then_policy_fallback(suite):
     assert torch.isnan(out[0]).all() and torch.isfinite(out[1]).all()
 
     from benchmarks.base import ActionSpec, ObservationSpec, PolicySpec
-    from apt.policies.learned import Normalizer
+    from apt.policies.transforms import Normalizer
 
     spec = PolicySpec(ActionSpec(dim=4), ObservationSpec(cameras=("front",), state_dim=4, image_size=32), chunk=4)
     ident = Normalizer(np.zeros(4, np.float32), np.ones(4, np.float32))

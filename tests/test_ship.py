@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from apt.cli import main
-from apt.checkpoints import checkpoint_sha256, load_policy
+from apt.checkpoints import checkpoint_sha256
+from apt.policies.learned import load_policy
 from apt.training.ship import MANIFEST_FILE, ship
 
 

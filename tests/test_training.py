@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from apt.cli import main
-from apt.policies.learned import LearnedPolicy, Normalizer
+from apt.policies.learned import LearnedPolicy
+from apt.policies.transforms import Normalizer
 from apt.registry import build_policy
 from apt.training.batches import build_training_data, chunk_indices, fit_normalizers
 from apt.checkpoints import read_meta

@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from apt.devices import check_device
 from apt.eval import fanout
 from apt.registry import get_suite
 from apt.eval.rollout import EpisodeResult, Settings, apply_settings, now
@@ -36,25 +37,6 @@ from apt.eval.store import EpisodeRecord, Store, episode_key, sha256_text
 from benchmarks.base import BenchError, check_compatible
 
 QUICK_EPISODES = 4  # default episodes per instruction entry: a run of a split takes minutes on 2 cores
-
-
-def check_device(device: str) -> None:
-    """BenchError unless `device` is cpu, or cuda[:N] with a CUDA GPU present."""
-    if device == "cpu":
-        return
-    if not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
-        raise BenchError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
-    try:
-        import torch
-    except ImportError:
-        raise BenchError(f"--device {device} needs PyTorch with CUDA, and torch is not installed; "
-                         "rerun with --device cpu") from None
-    if not torch.cuda.is_available():
-        raise BenchError(f"--device {device} asked for, but no CUDA GPU is available "
-                         "(torch.cuda.is_available() is False); rerun with --device cpu")
-    index = int(device[5:]) if ":" in device else 0
-    if index >= torch.cuda.device_count():
-        raise BenchError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
 
 
 def git_sha() -> str:

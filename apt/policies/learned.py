@@ -1,21 +1,26 @@
 """A learned policy = a VLAModel + mirrored transforms (normalise in, un-normalise out).
 
 Normalisation statistics always come from the checkpoint, never from a config default, and the same
-`Normalizer` and `observations_to_batch` serve training (on demonstrations) and acting (on live
-observations), so the two cannot drift apart.
+`Normalizer` and observations -> model-batch transforms (apt/policies/transforms.py) serve training
+(on demonstrations) and acting (on live observations), so the two cannot drift apart. `load_policy`
+turns a checkpoint directory (read by apt/checkpoints.py) into a LearnedPolicy.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from benchmarks.base import BenchError, Observation, PolicySpec, sample_seed
+from apt.checkpoints import (CheckpointMeta, action_spec_from, check_suite, checkpoint_sha256, load_weights,
+                             observation_spec_from, read_meta)
+from apt.devices import resolve_device
+from apt.models.hooks import RelaxedDecoding
+from apt.policies.transforms import Normalizer, observations_to_batch
+from benchmarks.base import BenchError, Observation, PolicySpec, Suite, sample_seed
 
 log = logging.getLogger(__name__)
 
@@ -42,41 +47,6 @@ def build_model(meta: Any) -> Any:
     target = MODEL_BUILDERS.get(str(meta.recipe.get("name", "")), DEFAULT_MODEL_BUILDER)
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)(meta.model)
-
-
-@dataclass(frozen=True)
-class Normalizer:
-    """z-score with a floor on the std (a constant dimension must not blow up)."""
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    @classmethod
-    def fit(cls, x: np.ndarray, min_std: float = 1e-2) -> "Normalizer":
-        x = np.asarray(x, dtype=np.float64).reshape(-1, x.shape[-1])
-        return cls(x.mean(0).astype(np.float32), np.maximum(x.std(0), min_std).astype(np.float32))
-
-    def normalize(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.std).astype(np.float32)
-
-    def unnormalize(self, x: np.ndarray) -> np.ndarray:
-        return (x * self.std + self.mean).astype(np.float32)
-
-    def to_dict(self) -> dict[str, list[float]]:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Normalizer":
-        return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
-
-
-def stack_images(observations: Sequence[Observation], cameras: Sequence[str]) -> np.ndarray:
-    """Observations -> uint8 [B, N_cam, 3, H, W] in the policy's camera order."""
-    try:
-        per_obs = [np.stack([o["images"][c] for c in cameras]) for o in observations]
-    except KeyError as err:
-        raise BenchError(f"observation lacks camera {err.args[0]!r}; the policy needs {list(cameras)}") from None
-    return np.ascontiguousarray(np.stack(per_obs).transpose(0, 1, 4, 2, 3))
 
 
 class LearnedPolicy:
@@ -107,11 +77,8 @@ class LearnedPolicy:
         self.reset()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, meta: Any, device: str = "cpu", seed: int = 0) -> "LearnedPolicy":
-        from apt.checkpoints import (action_spec_from, checkpoint_sha256, load_weights,
-                                              observation_spec_from)
-        from apt.training.trainer import resolve_device
-
+    def from_checkpoint(cls, path: str | Path, meta: CheckpointMeta, device: str = "cpu",
+                        seed: int = 0) -> "LearnedPolicy":
         dev = resolve_device(device)
         try:
             model = build_model(meta)
@@ -122,7 +89,7 @@ class LearnedPolicy:
         # predicted open loop, and their second half is the least certain (pi0 on LIBERO: 5 of 10).
         spec = PolicySpec(action=action_spec_from(meta), observation=observation_spec_from(meta),
                           chunk=model.cfg.chunk_len, replan=max(1, model.cfg.chunk_len // 2))
-        if hasattr(model, "relaxed_decoding"):  # discrete: how malformed token sequences are decoded
+        if isinstance(model, RelaxedDecoding):  # discrete: how malformed token sequences are decoded
             model.relaxed_decoding = bool(meta.inference.get("relaxed_decoding", False))
         return cls(model.to(dev), spec, Normalizer.from_dict(meta.norm["state"]),
                    Normalizer.from_dict(meta.norm["action"]), device=str(dev), seed=seed,
@@ -158,19 +125,17 @@ class LearnedPolicy:
 
     def batch_from(self, observations: Sequence[Observation]) -> dict[str, torch.Tensor]:
         """Live observations -> the model's batch schema (normalised state, tokenised instruction)."""
-        images = torch.from_numpy(stack_images(observations, self.spec.observation.cameras))
-        state = np.stack([np.asarray(o["state"], np.float32) for o in observations])
-        tok = self.model.tokenize([o["instruction"] for o in observations])
-        batch = {"images": images, "state": torch.from_numpy(self.state_norm.normalize(state)), **tok}
+        batch = observations_to_batch(observations, self.spec.observation.cameras, self.state_norm,
+                                      self.model.tokenize)
         return {k: v.to(self.device) for k, v in batch.items()}
 
     @torch.no_grad()
     def act(self, observations: list[Observation]) -> np.ndarray:
         if not observations:
             return np.zeros((0, self.spec.chunk, self.spec.action.dim), np.float32)
-        relaxed_before = getattr(self.model, "relaxed_chunks", 0)
+        relaxed_before = _relaxed_chunks(self.model)
         actions = self.model.sample_actions(self.batch_from(observations), noise=self.sampling_noise(observations))
-        relaxed = getattr(self.model, "relaxed_chunks", 0) - relaxed_before
+        relaxed = _relaxed_chunks(self.model) - relaxed_before
         if relaxed:
             log.info("%s: %d of %d action chunks decoded with a cut / zero-padded coefficient list; %d so far",
                      self.policy_id or "policy", relaxed, len(observations), self.model.relaxed_chunks)
@@ -184,3 +149,15 @@ class LearnedPolicy:
                         "zero action; %d of %d so far", self.policy_id or "policy", int(bad.sum()), len(out),
                         self.invalid_chunks, self.chunks)
         return np.clip(out, self.spec.action.low, self.spec.action.high).astype(np.float32)
+
+
+def _relaxed_chunks(model: Any) -> int:
+    """Chunks the model decoded only by cutting / zero-padding (0 for a model without the hook)."""
+    return model.relaxed_chunks if isinstance(model, RelaxedDecoding) else 0
+
+
+def load_policy(path: str | Path, suite: Suite, device: str = "cpu") -> LearnedPolicy:
+    """Checkpoint directory -> a Policy ready for `apt-bench run` (validated against the suite)."""
+    meta = read_meta(path)
+    check_suite(meta, suite, path)
+    return LearnedPolicy.from_checkpoint(path, meta, device=device)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from apt.policies.learned import Normalizer
+from apt.policies.transforms import Normalizer, channels_first
 from apt.demos.native import Demos
 
 
@@ -119,7 +119,7 @@ def _camera_features(demos: Demos, model: torch.nn.Module, camera: str, feature_
     with torch.no_grad():
         for s in tqdm(range(0, len(demos), feature_batch), desc=f"encode {camera} frames", disable=not progress):
             arr = np.asarray(frames[s: s + feature_batch])[:, None]  # [n, 1, H, W, 3]
-            img = torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 1, 4, 2, 3)))
+            img = torch.from_numpy(channels_first(arr))
             feats.append(model.vlm.frozen_features(images=img).image.half())
     out = torch.cat(feats)
     if cache is not None:
@@ -152,7 +152,7 @@ def build_training_data(demos: Demos, model: torch.nn.Module, chunk: int, camera
 
     def images_at(rows: slice) -> torch.Tensor:  # uint8 [n, N_cam, 3, H, W]
         arr = np.stack([np.asarray(demos.images[c][rows]) for c in cameras], axis=1)
-        return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 1, 4, 2, 3)))
+        return torch.from_numpy(channels_first(arr))
 
     probe = model.vlm.frozen_features(input_ids=tok["input_ids"][:1], attention_mask=tok["attention_mask"][:1]) \
         if cache_features else None

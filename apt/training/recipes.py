@@ -155,7 +155,7 @@ def train(policy: str, suite: str = "tabletop", demos: str | None = None, out: s
     recipe, arch = _split_name(opts.policy)
     suite_obj = get_suite(opts.suite)
     from apt.training import distributed
-    from apt.training.trainer import resolve_device
+    from apt.devices import resolve_device
 
     resolve_device(opts.device)  # fail before any data work when the GPU is missing
     distributed.init(opts.device)  # joins the torchrun group when launched by torchrun; else no-op
@@ -253,7 +253,7 @@ def _train_policy(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -> 
     state_norm, action_norm = fit_normalizers(demos)
     if opts.stage == 2:
         from apt.checkpoints import load_weights
-        from apt.policies.learned import Normalizer
+        from apt.policies.transforms import Normalizer
 
         load_weights(opts.init, model, meta1)
         state_norm = Normalizer.from_dict(meta1.norm["state"])

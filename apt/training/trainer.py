@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from apt.devices import resolve_device
 from benchmarks.base import BenchError
 
 
@@ -60,17 +61,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def resolve_device(device: str) -> torch.device:
-    """Turn 'cpu' / 'cuda[:N]' into a device, with a clear error when CUDA is asked for but absent."""
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BenchError(f"device {device!r} requested but no CUDA GPU is available here; "
-                         "use --device cpu, or run on a machine with a GPU and a CUDA build of torch")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise BenchError(f"invalid device {device!r}: {err}") from None
 
 
 _BF16_OF_PRECISION: dict[str, bool | None] = {"auto": None, "bf16": True, "fp32": False}

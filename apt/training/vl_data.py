@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from apt.models.discrete import trim_padding
+from apt.policies.transforms import stack_images
 from apt.training.batches import trim_text_padding
 from benchmarks.base import BenchError, Suite
 from benchmarks.tabletop.scene import AREA_X, AREA_Y
@@ -101,7 +102,7 @@ def render_scenes(suite: Suite, n_scenes: int, *, image_size: int, cameras: tupl
             if "privileged" not in obs:
                 raise BenchError(f"suite {suite.name} exposes no privileged scene state; the discrete "
                                  "recipe's VL co-training needs it (use --vl-ratio 0)")
-            images.append(np.stack([obs["images"][c] for c in cameras]).transpose(0, 3, 1, 2))
+            images.append(stack_images([obs], cameras)[0])
             for q, a in scene_questions(obs["privileged"], grid_m):
                 index.append(s)
                 questions.append(q)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks.base import BenchError, Suite
+from apt.policies.transforms import stack_images
 from apt.models.vlm import FrozenFeatures, TinyVLM, VLMOutput, pooled_language, vl_pretrain_loss
 from apt.training.trainer import TrainConfig, TrainResult, train_loop
 from apt.training.vl_pointing import PointingData, evaluate_pointing, pointing_loss
@@ -135,7 +136,7 @@ def _collect(suite: Suite, n_scenes: int, seed_base: int, image_size: int, tasks
         if not pairs:
             return
         s = len(images)
-        images.append(np.stack([obs["images"][c] for c in cameras]).transpose(0, 3, 1, 2))
+        images.append(stack_images([obs], cameras)[0])
         for p in pairs:
             rows.extend([(s, p.true.text(), 1.0), (s, p.false.text(), 0.0)])
             pair_kinds.append(p.kind)

@@ -1,0 +1,43 @@
+"""The one check of a `--device` argument, shared by evaluation, training and learned policies.
+
+It lives below all of them (it imports no project module but `benchmarks.base`), so a policy never
+imports training to place its model, and `apt-bench run`, `apt-bench serve` and `apt-bench train`
+refuse a device with the same words. torch is imported only for a CUDA device (and to build a
+`torch.device`): `apt-bench run` with a reference policy on cpu never loads it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from benchmarks.base import BenchError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def check_device(device: str) -> None:
+    """BenchError unless `device` is cpu, or cuda[:N] with a CUDA GPU present."""
+    if device == "cpu":
+        return
+    if not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise BenchError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+    try:
+        import torch
+    except ImportError:
+        raise BenchError(f"--device {device} needs PyTorch with CUDA, and torch is not installed; "
+                         "rerun with --device cpu") from None
+    if not torch.cuda.is_available():
+        raise BenchError(f"--device {device} asked for, but no CUDA GPU is available "
+                         "(torch.cuda.is_available() is False); rerun with --device cpu")
+    index = int(device[5:]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise BenchError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+
+
+def resolve_device(device: str) -> "torch.device":
+    """`check_device`, then the torch.device to place a model on."""
+    import torch
+
+    check_device(device)
+    return torch.device(device)
