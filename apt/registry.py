@@ -64,7 +64,7 @@ ARCHS: tuple[str, ...] = ("pi0", "groot")
 LEARNED_POLICIES: tuple[str, ...] = tuple(f"{r}_{a}" for r in RECIPES for a in ARCHS) + ("ki_pi0",)
 
 # URL schemes of remote policies -> "module:callable(url, suite)" building the client policy.
-REMOTE_SCHEMES: dict[str, str] = {"openpi://": "apt.serving.codec:connect"}
+REMOTE_SCHEMES: dict[str, str] = {"openpi://": "apt.policies.openpi_client:connect"}
 
 SPLITS: tuple[str, ...] = ("seen", "paraphrased", "unseen", "compositional")
 CONTROL_SPLITS: tuple[str, ...] = ("blank", "shuffled", "swapped")
@@ -109,7 +109,7 @@ def build_policy(name: str, suite: Suite, *, seed: int = 0, device: str = "cpu")
     """Resolve a policy name, a learned policy's shipped checkpoint, or a checkpoint directory.
 
     Unknown names list the valid ones; a learned name without a checkpoint says how to make one.
-    `openpi://HOST:PORT` is a policy served over openpi's websocket protocol (apt/serving/codec.py).
+    `openpi://HOST:PORT` is a policy served over openpi's websocket protocol (apt/policies/openpi_client.py).
     """
     for scheme, target in REMOTE_SCHEMES.items():
         if name.startswith(scheme):

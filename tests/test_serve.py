@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from apt.cli import main
-from apt.serving.codec import BATCH_KEY, RESET_KEY, RemotePolicy, RemotePolicyError, packb, unpackb
+from apt.policies.openpi_client import RemotePolicy, RemotePolicyError
+from apt.serving.codec import BATCH_KEY, RESET_KEY, packb, unpackb
 from apt.registry import build_policy
 from benchmarks.base import BenchError
 

@@ -34,8 +34,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from apt.registry import build_policy, get_suite
 from apt.serving.codec import (BATCH_KEY, PROTOCOL, RESET_KEY, KeyMap, WireError, from_wire, key_map_for,
-                             packb, unpackb)
+                               packb, unpackb)
 from benchmarks.base import BenchError, Observation, Policy, Suite
 
 log = logging.getLogger("apt.serving.server")
@@ -181,8 +182,6 @@ def serve(policy: str, suite: str = "tabletop", host: str = "127.0.0.1", port: i
           device: str = "cpu", max_message_mb: int = 32, max_batch: int = 64, seed: int = 0,
           threads: int | None = None) -> int:
     """`apt-bench serve`: build the policy, serve it until SIGINT/SIGTERM, return 0."""
-    from apt.registry import build_policy, get_suite
-
     if threads is not None:  # a server sharing the machine with simulators should not take every core
         import torch
 
