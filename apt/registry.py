@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from apt.policies.names import LEARNED_POLICIES
 from benchmarks.base import BenchError, Policy, Suite
 
 
@@ -55,13 +56,6 @@ POLICIES: dict[str, Entry] = _table(
     Entry("oracle", "apt.policies.reference:OraclePolicy", "the suite's scripted expert (upper bound)"),
     Entry("random", "apt.policies.reference:RandomPolicy", "uniform random actions (lower bound)"),
 )
-
-# Learned policy names `<recipe>_<arch>`; each resolves to a shipped or user checkpoint directory.
-RECIPES: tuple[str, ...] = ("baseline", "discrete", "apt")
-ARCHS: tuple[str, ...] = ("pi0", "groot")
-# `ki_pi0`: knowledge insulation (discrete co-training + a continuous pi-style expert behind a
-# stop-gradient); pi-style only, as in pi0.5 + KI.
-LEARNED_POLICIES: tuple[str, ...] = tuple(f"{r}_{a}" for r in RECIPES for a in ARCHS) + ("ki_pi0",)
 
 # URL schemes of remote policies -> "module:callable(url, suite)" building the client policy.
 REMOTE_SCHEMES: dict[str, str] = {"openpi://": "apt.policies.openpi_client:connect"}

@@ -34,7 +34,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from benchmarks.base import BenchError, Suite
-from apt.registry import LEARNED_POLICIES, get_suite, unknown
+from apt.policies.names import LEARNED_POLICIES
+from apt.registry import get_suite, unknown
 
 if TYPE_CHECKING:
     from apt.training.trainer import TrainConfig
