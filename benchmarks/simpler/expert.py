@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from benchmarks.base import ActionSpec, Observation, ObservationSpec, PolicySpec
-from benchmarks.simpler.env import ACTION_DIM, CAMERAS, STATE_DIM
+from benchmarks.simpler.env import ACTION_DIM, STATE_DIM
 from benchmarks.simpler.tasks import BridgeTask
 
 
@@ -59,7 +59,6 @@ class BridgeExpert:
                                                  gripper="last dim: -1 open, +1 closed"),
                                observation=ObservationSpec(cameras=(), state_dim=STATE_DIM, image_size=224),
                                chunk=1)
-        del CAMERAS
         self.reset()
 
     def reset(self) -> None:
