@@ -255,3 +255,22 @@ def episode_index(task_id: str, seed: int | None, init_state: Any, n: int | None
     else:
         i = 0 if seed is None else int(seed)
     return i % n if n else i
+
+
+class SimulatorEnv(SimulatorHandle):
+    """A `SimulatorHandle` that is one task's `Env` (LIBERO, SimplerEnv): the attributes such an
+    env starts with, and the guard every `step` begins with."""
+
+    def __init__(self, task_id: str, image_size: int, cameras: tuple[str, ...]):
+        self.task_id = task_id
+        self.image_size = int(image_size)
+        self.cameras = tuple(cameras)
+        self.instruction = ""
+        self._ready = False
+
+    def _step_action(self, action: Any, dim: int, layout: str, dtype: Any = np.float32) -> np.ndarray:
+        """`checked_action(action, dim, layout, dtype)`, after a BenchError if `reset` has not run
+        ("<class>.step called before reset")."""
+        if not self._ready:
+            raise BenchError(f"{type(self).__name__}.step called before reset")
+        return checked_action(action, dim, layout, dtype)

@@ -1,4 +1,5 @@
-"""The scripted LIBERO-Goal expert (benchmarks/libero/expert.py).
+"""The scripted LIBERO-Goal expert (benchmarks/libero/expert.py, with its motion primitives in
+motion.py and the scene's geometry in goal_scene.py).
 
 - Planning from BDDL goals (no simulator): each goal atom maps to the right skill sequence, a
   drawer is opened before something is put in it, and goals without a skill are refused clearly.
@@ -19,6 +20,8 @@ import pytest
 
 from benchmarks.base import BenchError
 from benchmarks.libero import expert as E
+from benchmarks.libero import goal_scene as S
+from benchmarks.libero import motion as M
 
 GOAL_PLANS = {
     (("Open", "wooden_cabinet_1_middle_region"),): [("open_drawer", "wooden_cabinet_1_middle_region")],
@@ -54,7 +57,7 @@ def test_plan_refuses_goals_it_has_no_skill_for(atom):
 def test_pitch_points_a_downward_gripper_along_the_direction():
     down = np.array([0.0, 0.0, -1.0])
     for direction in ([0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [np.sqrt(0.5), np.sqrt(0.5), 0.0]):
-        r = E._pitch_towards(np.array(direction))
+        r = M.pitch_towards(np.array(direction))
         np.testing.assert_allclose(r @ down, direction, atol=1e-12)
         np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
 
@@ -63,15 +66,15 @@ def test_push_lean_tips_the_fingers_back_from_the_push_direction():
     """The push leans the hand toward the goal: rotating about z x d by the tilt moves a downward
     gripper's fingertips back against d (behind the hand), and about z it is a plain yaw."""
     d = np.array([np.sqrt(0.5), np.sqrt(0.5), 0.0])
-    tilt = E._about(np.cross([0.0, 0.0, 1.0], d), 0.9)
+    tilt = M.rotation_about(np.cross([0.0, 0.0, 1.0], d), 0.9)
     pointing = tilt @ np.array([0.0, 0.0, -1.0])
     np.testing.assert_allclose(pointing, -np.sin(0.9) * d + [0, 0, -np.cos(0.9)], atol=1e-12)
-    np.testing.assert_allclose(E._about(np.array([0.0, 0.0, 2.0]), 0.4), E._yaw(0.4), atol=1e-12)
+    np.testing.assert_allclose(M.rotation_about(np.array([0.0, 0.0, 2.0]), 0.4), M.yaw_rotation(0.4), atol=1e-12)
 
 
 def test_rotation_vector_inverts_a_known_rotation():
     for angle in (0.0, 0.3, -1.2, 3.0):
-        np.testing.assert_allclose(E._rotation_vector(E._yaw(angle)), [0.0, 0.0, angle], atol=1e-9)
+        np.testing.assert_allclose(M.rotation_vector(M.yaw_rotation(angle)), [0.0, 0.0, angle], atol=1e-9)
 
 
 # --- real LIBERO ------------------------------------------------------------------------------
@@ -206,11 +209,11 @@ def _episode(privileged):
 
 def test_open_drawer_footprint_moves_with_the_slide():
     ep = _episode(_scene((-0.08, 0.014)))
-    lo, hi = ep._drawer_rect("wooden_cabinet_1_cabinet_top", E.DRAWER_OPEN_Q)
+    lo, hi = S.drawer_rect(ep.p, "wooden_cabinet_1_cabinet_top", E.DRAWER_OPEN_Q)
     # the box's front (local -y) faces world +y and moves out by the slide's travel
     np.testing.assert_allclose(lo, [0.0208 - 0.1127, -0.2335 + 0.152 - 0.0943], atol=1e-6)
     np.testing.assert_allclose(hi, [0.0208 + 0.106, -0.2335 + 0.152 + 0.1093], atol=1e-6)
-    closed_lo, _ = ep._drawer_rect("wooden_cabinet_1_cabinet_top", 0.0)
+    closed_lo, _ = S.drawer_rect(ep.p, "wooden_cabinet_1_cabinet_top", 0.0)
     assert closed_lo[1] == pytest.approx(lo[1] - 0.152)
 
 
@@ -225,11 +228,11 @@ def test_bowl_under_the_drawer_is_dragged_out_sideways_never_into_the_cabinet():
 
 def test_bowl_is_grasped_where_the_hand_misses_the_open_drawer():
     cleared = _episode(_scene((-0.137, 0.049), top_q=-0.157))  # where the drag leaves it
-    (lo, hi), = cleared._open_drawer_rects()
+    (lo, hi), = S.open_drawer_rects(cleared.p)
     offset, yaw = cleared._grasp("akita_black_bowl_1")
     point = np.array([-0.137, 0.049]) + offset[:2]
-    half = np.array([E.HAND_HALF_DEPTH, E.HAND_HALF_SPAN]) if yaw == 0.0 \
-        else np.array([E.HAND_HALF_SPAN, E.HAND_HALF_DEPTH])
+    half = np.array([S.HAND_HALF_DEPTH, S.HAND_HALF_SPAN]) if yaw == 0.0 \
+        else np.array([S.HAND_HALF_SPAN, S.HAND_HALF_DEPTH])
     assert np.any(point - half > hi) or np.any(point + half < lo)  # footprints apart
     # with no drawer open the bowl is taken at its default rim point, upright
     offset, yaw = _episode(_scene((-0.137, 0.049)))._grasp("akita_black_bowl_1")

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.libero import PRO_LANGUAGE_SUITES, pro_language_entries, variants
+from benchmarks.libero import PRO_LANGUAGE_SUITES, compositional, expert_table, pro_language_entries, variants
 
 ROOT = Path(__file__).resolve().parents[2] / "instruction_sets" / "libero"
 
@@ -35,12 +35,8 @@ def render_split(base: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["compositional"]:
-        from benchmarks.libero import compositional
-
         sys.exit(compositional.main(argv[1:]))
     if argv[:1] == ["expert-table"]:
-        from benchmarks.libero import expert_table
-
         sys.exit(expert_table.main(argv[1:]))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("command", choices=("variants", "pro-splits", "compositional", "expert-table"))

@@ -27,6 +27,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.libero import stack
+
 BENCHMARK = "libero_goal"
 BDDL_DIR = Path(__file__).resolve().parent / "bddl" / BENCHMARK
 TEMPLATE = "put_the_bowl_on_the_plate.bddl"  # any of the ten: the scene is identical in all
@@ -92,8 +94,6 @@ BY_ID: dict[str, CompositionalGoal] = {g.task_id: g for g in GOALS}
 
 
 def template_path() -> Path:
-    from benchmarks.libero import stack
-
     return stack.libero_path("bddl_files") / BENCHMARK / TEMPLATE
 
 

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.base import BenchError, Observation, SimulatorHandle, checked_action
+from benchmarks.base import BenchError, Observation, SimulatorEnv
 from benchmarks.libero.protocol import LiberoProtocol
+from benchmarks.libero.stack import import_envs
 
 # Our camera names -> robosuite's.
 CAMERAS: dict[str, str] = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
@@ -53,25 +54,19 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((size, size), resample=Image.BILINEAR))
 
 
-class LiberoEnv(SimulatorHandle):
+class LiberoEnv(SimulatorEnv):
     """One LIBERO task. Satisfies `benchmarks.base.Env`; built by `LiberoSuite.make_env`."""
 
     def __init__(self, *, task_id: str, bddl_path: str, canonical_instruction: str,
                  init_states: np.ndarray, protocol: LiberoProtocol, image_size: int,
                  cameras: tuple[str, ...], control: str = "delta"):
-        from benchmarks.libero.stack import import_envs
-
         envs = import_envs()
-        self.task_id = task_id
+        super().__init__(task_id, image_size, cameras)
         self.canonical_instruction = canonical_instruction
         self.init_states = init_states
         self.protocol = protocol
-        self.image_size = int(image_size)
-        self.cameras = tuple(cameras)
         self.control = control
-        self.instruction = ""
         self.init_index: int | None = None
-        self._ready = False
         self._fixture_bodies: list[tuple[str, int]] = []
         self._fixture_joints: list[tuple[str, int]] = []
         self._sites: list[tuple[str, int]] = []
@@ -131,10 +126,8 @@ class LiberoEnv(SimulatorHandle):
         return self._obs(raw)
 
     def step(self, action: np.ndarray) -> tuple[Observation, bool, dict[str, Any]]:
-        if not self._ready:
-            raise BenchError("LiberoEnv.step called before reset")
-        a = checked_action(action, ACTION_DIM, f"LIBERO actions are float[{ACTION_DIM}] (dx, dy, dz, drx, dry, "
-                           "drz, gripper)", dtype=np.float64)
+        a = self._step_action(action, ACTION_DIM, f"LIBERO actions are float[{ACTION_DIM}] (dx, dy, dz, drx, dry, "
+                              "drz, gripper)", dtype=np.float64)
         raw, reward, _, _ = self._env.step(a)
         success = bool(self._env.check_success())
         return self._obs(raw), success, {"success": success, "reward": float(reward)}

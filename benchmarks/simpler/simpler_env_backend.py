@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.base import BenchError, Observation, SimulatorHandle, checked_action, episode_index
+from benchmarks.base import BenchError, Observation, SimulatorEnv, episode_index
 from benchmarks.simpler import google_robot, stack
 from benchmarks.simpler.env import _resize, quat_to_euler_xyz
 
@@ -96,7 +96,7 @@ def _default_factory(task_id: str) -> Any:
     return simpler_env.make(task_id)
 
 
-class SimplerEnvEnv(SimulatorHandle):
+class SimplerEnvEnv(SimulatorEnv):
     """One original-SimplerEnv task. Satisfies `benchmarks.base.Env`; built by the suites'
     `make_env` (or by tests with a fake `env_factory(task_id) -> env`)."""
 
@@ -104,15 +104,11 @@ class SimplerEnvEnv(SimulatorHandle):
                  n_configs: int | None = None, env_factory: Callable[[str], Any] | None = None):
         if robot not in CAMERA:
             raise BenchError(f"unknown SimplerEnv robot {robot!r}; robots are {list(CAMERA)}")
-        self.task_id = task_id
+        super().__init__(task_id, image_size, cameras)
         self.robot = robot
-        self.image_size = int(image_size)
-        self.cameras = tuple(cameras)
         self.n_configs = n_configs
-        self.instruction = ""
         self.episode_id: int | None = None
         self._closedness = 0.0
-        self._ready = False
         factory = _default_factory if env_factory is None else env_factory
         try:
             self._env = factory(task_id)
@@ -143,9 +139,7 @@ class SimplerEnvEnv(SimulatorHandle):
         return self._obs(raw)
 
     def step(self, action: np.ndarray) -> tuple[Observation, bool, dict[str, Any]]:
-        if not self._ready:
-            raise BenchError("SimplerEnvEnv.step called before reset")
-        a = checked_action(action, ACTION_DIM, ACTION_LAYOUT)
+        a = self._step_action(action, ACTION_DIM, ACTION_LAYOUT)
         sent, self._closedness = to_simpler_env_action(a, self.robot, self._closedness)
         raw, _, _, _, info = self._env.step(sent)
         success = bool(np.asarray(info["success"]).reshape(-1)[0])

@@ -21,6 +21,7 @@ from typing import Any
 from benchmarks.base import ActionSpec, BenchError, ObservationSpec, TaskSpec
 from benchmarks.simpler import google_robot, stack
 from benchmarks.simpler.simpler_env_backend import ACTION_DIM, CAMERA, STATE_DIM, SimplerEnvEnv
+from benchmarks.simpler.tasks import EVAL_SETTINGS, task_specs
 
 ADAPTER_VERSION = "1"  # bump when observations, actions, assets or success change
 GRIPPER = "last dim: -1 open, +1 closed"
@@ -38,8 +39,6 @@ BRIDGE_N_CONFIGS: dict[str, int] = {t: 24 for t in BRIDGE_ENV_IDS}
 
 
 def _bridge_specs() -> list[TaskSpec]:
-    from benchmarks.simpler.tasks import task_specs
-
     return [dataclasses.replace(t, attributes={**t.attributes, "env_id": BRIDGE_ENV_IDS[t.task_id]})
             for t in task_specs() if t.task_id in BRIDGE_ENV_IDS]
 
@@ -93,8 +92,6 @@ class SimplerEnvSuite:
         if self.robot == "google_robot":
             settings: dict[str, Any] = dict(google_robot.EVAL_SETTINGS)
         else:
-            from benchmarks.simpler.tasks import EVAL_SETTINGS
-
             settings = {**EVAL_SETTINGS, "max_steps": {t.task_id: t.max_steps for t in self._specs},
                         "n_configs": dict(BRIDGE_N_CONFIGS), "env_ids": dict(BRIDGE_ENV_IDS),
                         "success": "ManiSkill2_real2sim evaluate()['success']; the engine stops an "

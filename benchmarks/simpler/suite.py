@@ -16,6 +16,7 @@ from typing import Any
 from benchmarks.base import ActionSpec, BenchError, ObservationSpec, TaskSpec
 from benchmarks.simpler import stack
 from benchmarks.simpler.env import ACTION_DIM, CAMERAS, STATE_DIM, SimplerBridgeEnv
+from benchmarks.simpler.expert import BridgeExpert
 from benchmarks.simpler.tasks import BY_ID, EVAL_SETTINGS, task_specs
 
 ADAPTER_VERSION = "1"  # bump when observations, actions, assets or success change
@@ -64,8 +65,6 @@ class SimplerSuite:
         return SimplerBridgeEnv(task=task, image_size=size, cameras=cams, sim_backend=self.sim_backend)
 
     def expert(self, task_id: str, **kw: Any):
-        from benchmarks.simpler.expert import BridgeExpert
-
         task = self._task(task_id)
         return BridgeExpert(task, **kw)
 

@@ -29,7 +29,7 @@ import numpy as np
 from benchmarks.base import BenchError, Observation, checked_action
 from benchmarks.tabletop import scene
 from benchmarks.tabletop.render import get_renderer, import_mujoco
-from benchmarks.tabletop.tasks import OBJECTS, RECEPTACLES, parse_task_id
+from benchmarks.tabletop.tasks import OBJECTS, RECEPTACLES, canonical_instruction, parse_task_id
 
 CAMERAS: tuple[str, ...] = ("front", "wrist")
 STATE_DIM = 4
@@ -183,8 +183,6 @@ class TabletopEnv:
 
     # --- observations ------------------------------------------------------------------------
     def _canonical(self) -> str:
-        from benchmarks.tabletop.tasks import canonical_instruction
-
         return canonical_instruction(self.skill, self.obj, self.target)
 
     def _obs(self) -> Observation:
