@@ -66,9 +66,6 @@ LEARNED_POLICIES: tuple[str, ...] = tuple(f"{r}_{a}" for r in RECIPES for a in A
 # URL schemes of remote policies -> "module:callable(url, suite)" building the client policy.
 REMOTE_SCHEMES: dict[str, str] = {"openpi://": "apt.serving.codec:connect"}
 
-SPLITS: tuple[str, ...] = ("seen", "paraphrased", "unseen", "compositional")
-CONTROL_SPLITS: tuple[str, ...] = ("blank", "shuffled", "swapped")
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT_ROOT = REPO_ROOT / "checkpoints"
 

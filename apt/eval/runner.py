@@ -10,8 +10,9 @@ sample of every entry.
 
 Split identity in the episode key: a named split (shipped or a control) is keyed by its name; a
 split given as a YAML path is keyed by its content hash ("sha256:<hex>"), so moving the file keeps
-its episodes and editing it never mixes old and new ones. The instruction's own hash is in the key
-too, so editing one entry of a shipped split re-runs exactly that entry.
+its episodes and editing it never mixes old and new ones (`InstructionSet.store_key`). The
+instruction's own hash is in the key too, so editing one entry of a shipped split re-runs exactly
+that entry.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from apt.eval.rollout import EpisodeResult, Settings, apply_settings, now
 from apt.eval.compare import markdown_table
 from apt.eval.stats import success_table
 from apt.eval.store import EpisodeRecord, Store, episode_key, sha256_text
+from apt.splits.resolve import load_split
 from benchmarks.base import BenchError, check_compatible
 
 QUICK_EPISODES = 4  # default episodes per instruction entry: a run of a split takes minutes on 2 cores
@@ -75,14 +77,6 @@ def package_version() -> str:
         return ""
 
 
-def _split_key(split_arg: str, iset: Any) -> str:
-    from apt.splits.instruction_set import _looks_like_path  # one notion of "this split is a file path"
-
-    base = split_arg.partition("@")[2] if "@" in split_arg and not Path(split_arg).exists() else split_arg
-    is_file = _looks_like_path(base) or Path(base).is_file()
-    return f"sha256:{iset.sha256}" if is_file else iset.split
-
-
 ROLLOUT_PROTOCOL = 2
 
 
@@ -100,8 +94,6 @@ def plan_run(*, policy: str, split: str, suite: str = "tabletop", episodes: int 
              device: str = "cpu", video_dir: str | None = None, max_steps: int | None = None,
              noise_scale: float | None = None):
     """Resolve and check a run; returns (suite, policy, instruction set, plan, records-by-key)."""
-    from apt.splits.instruction_set import load_split
-
     check_device(device)
     suite_obj = get_suite(suite)
     tasks = {t.task_id: t for t in suite_obj.tasks()}
@@ -132,7 +124,7 @@ def plan_run(*, policy: str, split: str, suite: str = "tabletop", episodes: int 
                        episode_hook=fanout.has_episode_hook(pol), settings=settings, video_dir=video_dir)
     policy_id = str(getattr(pol, "policy_id", "") or policy)
     ckpt = str(getattr(pol, "checkpoint_sha256", "") or "")
-    split_key = _split_key(split, iset)
+    split_key = iset.store_key
     n = episodes or QUICK_EPISODES
     protocol = protocol_key(settings)
     records: dict[str, tuple[fanout.WorkItem, dict[str, Any]]] = {}
