@@ -60,9 +60,6 @@ POLICIES: dict[str, Entry] = _table(
 # URL schemes of remote policies -> "module:callable(url, suite)" building the client policy.
 REMOTE_SCHEMES: dict[str, str] = {"openpi://": "apt.policies.openpi_client:connect"}
 
-SPLITS: tuple[str, ...] = ("seen", "paraphrased", "unseen", "compositional")
-CONTROL_SPLITS: tuple[str, ...] = ("blank", "shuffled", "swapped")
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT_ROOT = REPO_ROOT / "checkpoints"
 

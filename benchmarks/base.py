@@ -127,6 +127,52 @@ class Policy(Protocol):
     def act(self, observations: list[Observation]) -> np.ndarray: ...
 
 
+# Optional policy hooks: a policy may also implement any of these; the engine checks with isinstance.
+
+
+@runtime_checkable
+class PerEpisodePolicy(Protocol):
+    """A policy that plays each episode through its own fresh instance (scripted experts, the oracle:
+    stateful per episode, reading privileged state). The engine builds it next to the env, in the
+    env's process, instead of serving a shared batched policy."""
+
+    def episode_policy(self, task_id: str) -> Policy: ...
+
+
+@runtime_checkable
+class NoiseSampling(Protocol):
+    """A policy that samples noise (flow matching): `noise_scale` is the std of its draws, which
+    `apt-bench run --noise-scale` overrides and every episode key records."""
+
+    noise_scale: float
+
+
+@runtime_checkable
+class RequestTiming(Protocol):
+    """How long one remote request took: server inference and network round trip, in milliseconds
+    (None where the server does not report it)."""
+
+    server_infer_ms: float | None
+    round_trip_ms: float | None
+
+
+@runtime_checkable
+class ReportsTiming(Protocol):
+    """A policy that reports how its last `act` call was spent (remote policies); the engine keeps it
+    in the episode's timing record. None before the first call."""
+
+    last_timing: RequestTiming | None
+
+
+@runtime_checkable
+class IdentifiedPolicy(Protocol):
+    """A policy that says what it is: the id and checkpoint hash the results store keys its episodes
+    by (empty when it has no checkpoint); otherwise the name it was asked for is its id."""
+
+    policy_id: str
+    checkpoint_sha256: str
+
+
 class ScriptedPolicy:
     """Common state of the privileged-state experts (tabletop, LIBERO): a chunk-1 spec reading no
     camera, a seeded generator, and per-batch-index episode state that `reset` drops.

@@ -64,7 +64,7 @@ def offline(demos_dir: str, checkpoints: list[str], frames: int = 1024) -> None:
 
 def gripper(checkpoints: list[str], seeds: int = 6, max_steps: int = 120) -> None:
     from apt.registry import get_suite
-    from apt.splits.instruction_set import load_split
+    from apt.splits.resolve import load_split
     from apt.policies.learned import load_policy
     from benchmarks.tabletop.tasks import parse_task_id
 

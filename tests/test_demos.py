@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from apt import cli
-from apt.splits.instruction_set import load_split
+from apt.splits.resolve import load_split
 from apt.demos.native import (DEMO_SEED_BASE, META_FILE, episode_seed, generate_demos, image_file,
                                load_demos)
 from benchmarks.base import BenchError

@@ -107,7 +107,7 @@ def test_work_list_is_paired_and_deterministic(splits):
                                           seed=10)
     _, _, _, _, para = runner.plan_run(policy="oracle", split=str(splits["paraphrased"]), suite=STUB,
                                        episodes=4, seed=10)
-    seeds = lambda recs: {(m["task_id"], m["seed"]) for _, m in recs.values()}  # noqa: E731
+    seeds = lambda planned: {(ep.task_id, ep.seed) for ep in planned.values()}  # noqa: E731
     assert {s for _, s in seeds(seen)} == {10, 11, 12, 13}
     assert seeds(para) == seeds(seen)  # same tasks, same scenes
     assert len(para) == 4 * len(stub.SPLIT_ENTRIES["paraphrased"])
@@ -194,7 +194,7 @@ def test_spec_mismatch_stops_before_any_episode(tmp_path, splits, monkeypatch):
 
     monkeypatch.setattr(stub, "WideSuite", WideSuite, raising=False)
     policy = RandomPolicy(suite=stub.StubSuite())  # delta actions
-    monkeypatch.setattr(runner.fanout, "build_policy", lambda *a, **k: policy)
+    monkeypatch.setattr(runner, "build_policy", lambda *a, **k: policy)
     with pytest.raises(BenchError, match="action mode"):
         _run(tmp_path / "r.sqlite", splits["seen"], suite="tests.stub_suite:WideSuite")
     assert read_episodes(tmp_path / "r.sqlite").empty

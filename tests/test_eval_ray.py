@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from apt.eval import fanout, runner  # noqa: E402
+from apt.eval import runner  # noqa: E402
+from apt.eval.ray_pool import run_ray  # noqa: E402
 from apt.eval.rollout import ProvenanceError  # noqa: E402
 from apt.eval.store import read_episodes  # noqa: E402
 from tests import stub_suite as stub  # noqa: E402
@@ -62,29 +63,27 @@ def test_dead_worker_and_simulator_faults_cost_one_episode_each(cluster, splits,
 
 
 def test_dead_worker_is_replaced_and_retried_on_a_fresh_process(cluster, splits):
-    _, pol, _, plan, records = runner.plan_run(policy="oracle", split=str(splits["seen"]),
+    _, pol, _, plan, planned = runner.plan_run(policy="oracle", split=str(splits["seen"]),
                                                suite="tests.stub_suite:DyingStubSuite", episodes=4)
-    items = [item for item, _ in records.values()]
     results = []
-    stats = fanout.run_ray(items, plan, 2, results.append)
-    assert sorted(r.key for r in results) == sorted(records)
+    stats = run_ray(list(planned.values()), plan, 2, results.append)
+    assert sorted(r.key for r in results) == sorted(planned)
     dead = [r for r in results if r.error]
     assert len(dead) == 1 and dead[0].attempts == 2
     # The first attempt and the retry each kill a worker; one more death when the first one happened
     # with a second episode in flight (then both are rerun alone, uncharged, to find the culprit).
     assert stats["worker_restarts"] in (2, 3), stats
-    assert (records[dead[0].key][1]["task_id"], records[dead[0].key][1]["seed"]) == ("reach-a", stub.DIE_SEEDS[0])
+    assert (planned[dead[0].key].task_id, planned[dead[0].key].seed) == ("reach-a", stub.DIE_SEEDS[0])
     assert all(r.attempts == 1 for r in results if not r.error)  # innocent neighbours were not charged
 
 
 def test_batched_policy_actor_serves_all_workers(cluster, splits):
-    suite, pol, _, plan, records = runner.plan_run(policy="random", split=str(splits["paraphrased"]),
+    suite, pol, _, plan, planned = runner.plan_run(policy="random", split=str(splits["paraphrased"]),
                                                    suite="tests.stub_suite:StubSuite", episodes=3)
     assert not plan.episode_hook  # random is served by a policy actor
-    items = [item for item, _ in records.values()]
     results = []
-    stats = fanout.run_ray(items, plan, 2, results.append)
-    assert sorted(r.key for r in results) == sorted(records) and not any(r.error for r in results)
+    stats = run_ray(list(planned.values()), plan, 2, results.append)
+    assert sorted(r.key for r in results) == sorted(planned) and not any(r.error for r in results)
     sizes = stats["batch_sizes"]
     assert sum(sizes) == sum(r.steps for r in results)  # chunk 1: one observation per step
     assert max(sizes) <= 2 and min(sizes) >= 1

@@ -134,7 +134,8 @@ def test_pro_language_split_is_the_installed_bddl_text(name):
 @needs_libero
 @pytest.mark.parametrize("name", FOUR)
 def test_instruction_sets_validate(name):
-    from apt.splits.instruction_set import check_instruction_set, load_instruction_set, normalize_instruction
+    from apt.splits.instruction_set import load_instruction_set, normalize_instruction
+    from apt.splits.validate import check_instruction_set
     from benchmarks.libero import LiberoSuite, pro_language_entries
 
     all_tasks = LiberoSuite(name).tasks()

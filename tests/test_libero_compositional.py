@@ -110,7 +110,9 @@ def test_registered_as_held_out_libero_goal_tasks():
 
 
 def test_compositional_split_validates_and_lists_exactly_the_goals_solved_by_actions():
-    from apt.splits.instruction_set import check_instruction_set, load_instruction_set, splits_command
+    from apt.splits.command import splits_command
+    from apt.splits.instruction_set import load_instruction_set
+    from apt.splits.validate import check_instruction_set
     from benchmarks.libero import LiberoSuite
 
     sets = C.BDDL_DIR.parents[3] / "instruction_sets" / "libero" / "libero_goal"
@@ -123,7 +125,7 @@ def test_compositional_split_validates_and_lists_exactly_the_goals_solved_by_act
         entries = by_task[g.task_id]
         canonical = [e for e in entries if "paraphrase" not in e.axis]
         assert [e.instruction for e in canonical] == [g.instruction] and canonical[0].axis == g.axis
-    assert splits_command("libero_goal", True, []) == 0  # `apt-bench splits --suite libero_goal --check`
+    assert splits_command(LiberoSuite("libero_goal"), True, []) == 0  # `apt-bench splits --suite libero_goal --check`
 
 
 # --- the real simulator ------------------------------------------------------------------------

@@ -88,7 +88,8 @@ def test_tasks_and_specs(suite):
 
 def test_instruction_sets_validate(capsys):
     from apt.cli import main
-    from apt.splits.instruction_set import load_instruction_set, load_split
+    from apt.splits.instruction_set import load_instruction_set
+    from apt.splits.resolve import load_split
 
     assert main(["splits", "--suite", "simpler", "--check"]) == 0
     assert "ok: 5 file(s)" in capsys.readouterr().out

@@ -141,7 +141,7 @@ def test_google_tasks_and_specs(google):
 
 def test_instruction_sets_validate(google, capsys):
     from apt.cli import main
-    from apt.splits.instruction_set import load_split
+    from apt.splits.resolve import load_split
 
     assert main(["splits", "--suite", "simpler_google", "--check"]) == 0
     assert "ok: 4 file(s)" in capsys.readouterr().out

@@ -11,9 +11,11 @@ import pytest
 import yaml
 
 from apt import cli
-from apt.splits.instruction_set import (InstructionEntry, InstructionSet, check_instruction_set, derive_control,
-                        instruction_sets_dir, load_instruction_set, load_split, normalize_instruction,
-                        shuffle_words, training_set)
+from apt.splits.controls import derive_control, shuffle_words
+from apt.splits.instruction_set import (InstructionEntry, InstructionSet, instruction_sets_dir, load_instruction_set,
+                                        normalize_instruction, training_set)
+from apt.splits.resolve import load_split
+from apt.splits.validate import check_instruction_set
 from benchmarks.base import BenchError
 from benchmarks.tabletop.tasks import all_tasks
 

@@ -133,7 +133,8 @@ def test_false_captions_are_one_edit_of_a_true_caption_and_really_false():
 
 
 def test_captions_use_training_words_and_never_held_out_combinations():
-    from apt.splits.instruction_set import load_split, normalize_instruction, training_set
+    from apt.splits.instruction_set import normalize_instruction, training_set
+    from apt.splits.resolve import load_split
 
     tasks = TabletopSuite().tasks()
     train_vocab = {w for e in training_set("tabletop", tasks).entries for w in normalize_instruction(e.instruction).split()}

@@ -267,7 +267,7 @@ def generate_demos(suite: Suite, out_dir: str | Path, episodes_per_task: int = 5
     """
     from tqdm.auto import tqdm
 
-    from apt.splits.instruction_set import load_split
+    from apt.splits.resolve import load_split
 
     if episodes_per_task < 1:
         raise BenchError(f"episodes_per_task must be >= 1, got {episodes_per_task}")

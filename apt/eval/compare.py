@@ -27,6 +27,7 @@ import pandas as pd
 from apt.eval.stats import (across_checkpoints, cluster_bootstrap_ci, language_reliance, paired_gap,
                             success_table, welch_diff)
 from apt.eval.store import read_episodes
+from apt.splits.names import CONTROL_SPLITS, SPLITS
 from benchmarks.base import BenchError
 
 SEEN = "seen"
@@ -38,8 +39,6 @@ NOTE = ("gap = split - seen, paired on (task_id, seed); where the split's tasks 
 
 
 def _split_order(names: Sequence[str]) -> list[str]:
-    from apt.registry import CONTROL_SPLITS, SPLITS
-
     order = list(SPLITS) + list(CONTROL_SPLITS)
     return sorted(set(names), key=lambda s: (order.index(s) if s in order else len(order), s))
 
@@ -111,8 +110,6 @@ def tables(df: pd.DataFrame, versus: str | None = None, across: bool = False) ->
     paired difference to that reference policy. With `across`, the training-seed tables instead of
     the per-episode difference: checkpoints of one policy id are that policy's training seeds, and
     `versus` names a policy id."""
-    from apt.registry import CONTROL_SPLITS
-
     df = _label_policies(df)
     succ = success_table(df, by=["suite", "policy", "split"])
     order = _split_order(df["split"].unique())
@@ -171,6 +168,17 @@ def _cis(lo: pd.Series, hi: pd.Series) -> list[str]:
     return [f"[{_pct(a)}, {_pct(b)}]" if not math.isnan(a) else "n/a" for a, b in zip(lo, hi)]
 
 
+def _versus_columns(v: pd.DataFrame, policy: str, rate: tuple[str, str], reference: tuple[str, str],
+                    difference: str) -> dict[str, list[str] | pd.Series]:
+    """The leading columns of a difference-to-reference table: suite, split, policy (from column
+    `policy`), its rate, the reference and its rate (`(heading, column)` each), and the difference
+    with its CI under the heading `difference`."""
+    return {"suite": v["suite"], "split": v["split"], "policy": v[policy],
+            rate[0]: [_pct(x) for x in v[rate[1]]], "reference": v["reference"],
+            reference[0]: [_pct(x) for x in v[reference[1]]],
+            difference: _with_ci(v["diff"], v["lo"], v["hi"])}
+
+
 def formatted(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """Human-readable versions (percent with CI) for md / latex."""
     s = t["success"]
@@ -193,9 +201,8 @@ def formatted(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     if "versus" in t:
         v = t["versus"]
         out["versus"] = pd.DataFrame({
-            "suite": v["suite"], "split": v["split"], "policy": v["policy"], "policy %": [_pct(x) for x in v["rate"]],
-            "reference": v["reference"], "reference %": [_pct(x) for x in v["reference_rate"]],
-            "difference (pts) [95% CI]": _with_ci(v["diff"], v["lo"], v["hi"]),
+            **_versus_columns(v, "policy", ("policy %", "rate"), ("reference %", "reference_rate"),
+                              "difference (pts) [95% CI]"),
             "seed-clustered CI": _cis(v["lo_seed"], v["hi_seed"]),
             "McNemar p": [_p(p) for p in v["mcnemar_p"]], "units": v["n_units"], "seeds": v["seeds"]})
     if "training_seeds" in t:
@@ -211,9 +218,8 @@ def formatted(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     if "training_seeds_versus" in t:
         v = t["training_seeds_versus"]
         out["training_seeds_versus"] = pd.DataFrame({
-            "suite": v["suite"], "split": v["split"], "policy": v["policy_id"], "mean %": [_pct(x) for x in v["mean"]],
-            "reference": v["reference"], "reference mean %": [_pct(x) for x in v["reference_mean"]],
-            "difference of means (pts) [95% Welch CI]": _with_ci(v["diff"], v["lo"], v["hi"]),
+            **_versus_columns(v, "policy_id", ("mean %", "mean"), ("reference mean %", "reference_mean"),
+                              "difference of means (pts) [95% Welch CI]"),
             "Welch p": [_p(p) for p in v["p"]],
             "checkpoints": [f"{a} vs {b}" for a, b in zip(v["checkpoints"], v["reference_checkpoints"])]})
     return out

@@ -1,8 +1,8 @@
 """One episode: (env, task, instruction entry, seed, policy, protocol settings) -> EpisodeResult.
 
 Nothing here is suite-specific: it meets environments and policies only through the protocols of
-`benchmarks/base.py`. The engine (fanout.py) decides where the env and the policy live; this module
-only plays one episode against them.
+`benchmarks/base.py`. The engine (episodes.py, local.py, ray_pool.py) decides where the env and the
+policy live; this module only plays one episode against them.
 
 Protocol: the policy returns chunks float32[1, H, A]; the first `replan_steps` actions of each chunk
 (default: all H) are executed before the policy is queried again. The episode ends on success
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from benchmarks.base import BenchError, Env, Observation, Policy
+from benchmarks.base import BenchError, Env, NoiseSampling, Observation, Policy, ReportsTiming, RequestTiming
 
 
 class ProvenanceError(BenchError):
@@ -43,7 +43,7 @@ class Settings:
 def apply_settings(policy: Any, settings: Settings) -> Any:
     """Give a freshly built policy the run's inference settings (every process that builds one calls
     this, so in-process, policy actors and env workers run the same policy)."""
-    if settings.noise_scale is not None and hasattr(policy, "noise_scale"):
+    if settings.noise_scale is not None and isinstance(policy, NoiseSampling):
         policy.noise_scale = settings.noise_scale
     return policy
 
@@ -100,11 +100,12 @@ def run_episode(env: Env, key: str, instruction: str, seed: int, max_steps: int,
         recorder.add(obs)
     steps, success = 0, False
     timing = _Timing()
+    reports_timing = isinstance(policy, ReportsTiming)  # once per episode: a protocol check costs ~15 us
     while steps < max_steps and not success:
         check_provenance(obs, instruction)
         t_act = time.perf_counter()
         chunk = np.asarray(policy.act([{**obs, "sample_key": f"{task_id}:{seed}:{steps}"}]))
-        timing.add(time.perf_counter() - t_act, getattr(policy, "last_timing", None))
+        timing.add(time.perf_counter() - t_act, policy.last_timing if reports_timing else None)
         if chunk.ndim != 3 or chunk.shape[0] != 1 or chunk.shape[1] < 1:
             raise BenchError(f"policy returned actions of shape {chunk.shape}; expected [1, H, A]")
         n = chunk.shape[1] if replan_steps is None else min(replan_steps, chunk.shape[1])
@@ -133,8 +134,9 @@ class _Timing:
 
     def add(self, act_s: float, remote: Any) -> None:
         self.act_ms.append(act_s * 1e3)
-        server = getattr(remote, "server_infer_ms", None)
-        rtt = getattr(remote, "round_trip_ms", None)
+        reported = remote is not None and isinstance(remote, RequestTiming)
+        server = remote.server_infer_ms if reported else None
+        rtt = remote.round_trip_ms if reported else None
         if server is not None:
             self.server_ms.append(float(server))
         if rtt is not None:

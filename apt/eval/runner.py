@@ -3,15 +3,19 @@
 Order of checks (cheapest first, all before the first episode): device, worker count, store
 writable, suite, split, policy, specs (benchmarks.base.check_compatible), replan steps.
 
-Work list: one item per (instruction entry, episode index i), with seed `seed + i` for every task and
-every split, so ID-vs-OOD comparisons are paired on the same scenes (DESIGN.md §5). Items are
-ordered episode-major (all entries for i = 0, then i = 1, ...), so an interrupted run has a balanced
-sample of every entry.
+Work list: one episode per (instruction entry, episode index i), with seed `seed + i` for every
+task and every split, so ID-vs-OOD comparisons are paired on the same scenes (DESIGN.md §5).
+Episodes are ordered episode-major (all entries for i = 0, then i = 1, ...), so an interrupted run
+has a balanced sample of every entry.
 
 Split identity in the episode key: a named split (shipped or a control) is keyed by its name; a
 split given as a YAML path is keyed by its content hash ("sha256:<hex>"), so moving the file keeps
-its episodes and editing it never mixes old and new ones. The instruction's own hash is in the key
-too, so editing one entry of a shipped split re-runs exactly that entry.
+its episodes and editing it never mixes old and new ones (`InstructionSet.store_key`). The
+instruction's own hash is in the key too, so editing one entry of a shipped split re-runs exactly
+that entry. Each episode is one `episodes.Episode`, from this plan to its stored row.
+
+The engine: `execute` plays the work list in-process (local.py, `--workers 0`) or over Ray
+(ray_pool.py) behind one progress bar.
 """
 
 from __future__ import annotations
@@ -23,18 +27,22 @@ import sys
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
 from apt.devices import check_device
-from apt.eval import fanout
-from apt.registry import get_suite
-from apt.eval.rollout import EpisodeResult, Settings, apply_settings, now
 from apt.eval.compare import markdown_table
+from apt.eval.episodes import Episode, Plan
+from apt.eval.local import run_local
+from apt.eval.ray_pool import run_ray
+from apt.eval.rollout import EpisodeResult, Settings, apply_settings, now
 from apt.eval.stats import success_table
-from apt.eval.store import EpisodeRecord, Store, episode_key, sha256_text
-from benchmarks.base import BenchError, check_compatible
+from apt.eval.store import Store
+from apt.registry import build_policy, get_suite
+from apt.splits.resolve import load_split
+from benchmarks.base import (BenchError, IdentifiedPolicy, NoiseSampling, PerEpisodePolicy, Policy, Suite,
+                             check_compatible)
 
 QUICK_EPISODES = 4  # default episodes per instruction entry: a run of a split takes minutes on 2 cores
 
@@ -57,14 +65,6 @@ def package_version() -> str:
         return ""
 
 
-def _split_key(split_arg: str, iset: Any) -> str:
-    from apt.splits.instruction_set import _looks_like_path  # one notion of "this split is a file path"
-
-    base = split_arg.partition("@")[2] if "@" in split_arg and not Path(split_arg).exists() else split_arg
-    is_file = _looks_like_path(base) or Path(base).is_file()
-    return f"sha256:{iset.sha256}" if is_file else iset.split
-
-
 ROLLOUT_PROTOCOL = 2
 
 
@@ -81,9 +81,7 @@ def plan_run(*, policy: str, split: str, suite: str = "tabletop", episodes: int 
              seed: int = 0, image_size: int | None = None, replan_steps: int | None = None,
              device: str = "cpu", video_dir: str | None = None, max_steps: int | None = None,
              noise_scale: float | None = None):
-    """Resolve and check a run; returns (suite, policy, instruction set, plan, records-by-key)."""
-    from apt.splits.instruction_set import load_split
-
+    """Resolve and check a run; returns (suite, policy, instruction set, plan, episodes by key)."""
     check_device(device)
     suite_obj = get_suite(suite)
     tasks = {t.task_id: t for t in suite_obj.tasks()}
@@ -91,47 +89,68 @@ def plan_run(*, policy: str, split: str, suite: str = "tabletop", episodes: int 
     unknown = sorted({e.task_id for e in iset.entries} - set(tasks))
     if unknown:
         raise BenchError(f"split {iset.source} names task(s) {unknown} that suite {suite_obj.name!r} lacks")
-    pol = fanout.build_policy(policy, suite_obj, seed, device)
+    pol = build_policy(policy, suite_obj, seed=seed, device=device)
     check_compatible(suite_obj.action_spec, suite_obj.observation_spec, pol.spec)
     if replan_steps is not None and replan_steps > pol.spec.chunk:
         raise BenchError(f"--replan-steps {replan_steps} exceeds the policy's chunk length {pol.spec.chunk}")
     cameras = tuple(pol.spec.observation.cameras)
     if video_dir and not cameras:  # render one camera for the video even if the policy needs none
         cameras = tuple(suite_obj.observation_spec.cameras[:1])
-    if noise_scale is not None and not hasattr(pol, "noise_scale"):
+    if noise_scale is not None and not isinstance(pol, NoiseSampling):
         raise BenchError(f"--noise-scale applies to policies that sample noise (flow-matching checkpoints); "
                          f"{policy!r} does not")
     if noise_scale is not None and noise_scale < 0:
         raise BenchError(f"--noise-scale must be >= 0 (a standard deviation), got {noise_scale}")
+    own_noise = pol.noise_scale if isinstance(pol, NoiseSampling) else None
     settings = Settings(replan_steps=replan_steps or pol.spec.replan or pol.spec.chunk,
                         image_size=image_size or pol.spec.observation.image_size,
                         cameras=cameras, max_steps=max_steps,
-                        noise_scale=noise_scale if noise_scale is not None else getattr(pol, "noise_scale", None))
+                        noise_scale=noise_scale if noise_scale is not None else own_noise)
     apply_settings(pol, settings)
     # Workers rebuild the policy by name; a checkpoint path must not depend on their working directory.
     policy_ref = str(Path(policy).resolve()) if Path(policy).exists() else policy
-    plan = fanout.Plan(suite_ref=suite, policy_name=policy_ref, policy_seed=seed, device=device,
-                       episode_hook=fanout.has_episode_hook(pol), settings=settings, video_dir=video_dir)
-    policy_id = str(getattr(pol, "policy_id", "") or policy)
-    ckpt = str(getattr(pol, "checkpoint_sha256", "") or "")
-    split_key = _split_key(split, iset)
-    n = episodes or QUICK_EPISODES
+    plan = Plan(suite_ref=suite, policy_name=policy_ref, policy_seed=seed, device=device,
+                episode_hook=isinstance(pol, PerEpisodePolicy), settings=settings, video_dir=video_dir)
+    policy_id, ckpt = (pol.policy_id, pol.checkpoint_sha256) if isinstance(pol, IdentifiedPolicy) else ("", "")
+    policy_id, ckpt = str(policy_id or policy), str(ckpt or "")
     protocol = protocol_key(settings)
-    records: dict[str, tuple[fanout.WorkItem, dict[str, Any]]] = {}
-    for i in range(n):
+    planned: dict[str, Episode] = {}
+    for i in range(episodes or QUICK_EPISODES):
         for e in iset.entries:
-            ep_seed = seed + i
-            isha = sha256_text(e.instruction)
-            key = episode_key(policy_id, ckpt, suite_obj.name, suite_obj.version, e.task_id, split_key,
-                              e.id, isha, ep_seed, protocol)
-            item = fanout.WorkItem(key=key, task_id=e.task_id, instruction=e.instruction, seed=ep_seed,
-                                   max_steps=max_steps or tasks[e.task_id].max_steps)
-            meta = dict(policy_id=policy_id, checkpoint_sha256=ckpt, suite=suite_obj.name,
-                        suite_version=str(suite_obj.version), task_id=e.task_id, split=iset.split,
-                        split_key=split_key, split_sha256=iset.sha256, instruction_id=e.id,
-                        instruction_sha256=isha, axis=e.axis, seed=ep_seed, episode_index=i)
-            records[key] = (item, meta)
-    return suite_obj, pol, iset, plan, records
+            ep = Episode(policy_id=policy_id, checkpoint_sha256=ckpt, suite=suite_obj.name,
+                         suite_version=str(suite_obj.version), split=iset.split, split_key=iset.store_key,
+                         split_sha256=iset.sha256, entry=e, seed=seed + i, episode_index=i,
+                         max_steps=max_steps or tasks[e.task_id].max_steps, protocol=protocol)
+            planned[ep.key] = ep
+    return suite_obj, pol, iset, plan, planned
+
+
+def execute(episodes: Sequence[Episode], plan: Plan, *, workers: int | None, policy: Policy, suite: Suite,
+            on_result: Callable[[EpisodeResult], None], ray_address: str | None = None,
+            progress: bool = True) -> dict:
+    """Play every episode (in-process if workers == 0, else Ray) with a progress bar; returns stats."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(episodes), unit="ep", desc="episodes", disable=not progress or None, leave=False)
+    counts = {"done": 0, "success": 0, "error": 0}
+
+    def report(result: EpisodeResult) -> None:
+        on_result(result)
+        counts["done"] += 1
+        counts["success"] += int(result.success)
+        counts["error"] += int(bool(result.error))
+        bar.update(1)
+        bar.set_postfix(success=f"{counts['success'] / counts['done']:.1%}", errors=counts["error"])
+
+    try:
+        if workers == 0:
+            run_local(episodes, plan, policy, suite, report)
+            stats: dict = {}
+        else:
+            stats = run_ray(episodes, plan, workers, report, ray_address)
+    finally:
+        bar.close()
+    return {**stats, **counts}
 
 
 def run(policy: str, split: str, suite: str = "tabletop", episodes: int | None = None,
@@ -146,18 +165,18 @@ def run(policy: str, split: str, suite: str = "tabletop", episodes: int | None =
     db = Store(store)  # not writable -> BenchError before anything expensive
     try:
         video_dir = str(Path(store).resolve().parent / "videos") if video else None
-        suite_obj, pol, iset, plan, records = plan_run(
+        suite_obj, pol, iset, plan, planned = plan_run(
             policy=policy, split=split, suite=suite, episodes=episodes, seed=seed, image_size=image_size,
             replan_steps=replan_steps, device=device, video_dir=video_dir, max_steps=max_steps,
             noise_scale=noise_scale)
-        done = db.done_keys(records)
-        todo = [item for key, (item, _) in records.items() if key not in done]
+        done = db.done_keys(planned)
+        todo = [ep for key, ep in planned.items() if key not in done]
         run_id = f"{now()[:19].replace(':', '').replace('-', '')}-{uuid.uuid4().hex[:8]}"
-        first_meta = next(iter(records.values()))[1]
+        first = next(iter(planned.values()))
         s = plan.settings
         db.start_run(dict(
-            run_id=run_id, started=now(), policy_id=first_meta["policy_id"],
-            checkpoint_sha256=first_meta["checkpoint_sha256"], suite=suite_obj.name,
+            run_id=run_id, started=now(), policy_id=first.policy_id,
+            checkpoint_sha256=first.checkpoint_sha256, suite=suite_obj.name,
             suite_version=str(suite_obj.version), split=iset.split, split_sha256=iset.sha256,
             episodes=str(episodes or QUICK_EPISODES), first_seed=str(seed),
             max_steps=str(max_steps) if max_steps else "task", replan_steps=str(s.replan_steps),
@@ -168,21 +187,16 @@ def run(policy: str, split: str, suite: str = "tabletop", episodes: int | None =
                                       "split_source": iset.source, "device": device,
                                       "ray_address": ray_address, "video": bool(video)})))
         if not quiet:
-            print(f"{policy} on {suite_obj.name}/{iset.split}: {len(records)} episodes "
+            print(f"{policy} on {suite_obj.name}/{iset.split}: {len(planned)} episodes "
                   f"({len(done)} already stored, {len(todo)} to run)", file=sys.stderr)
 
         def store_result(result: EpisodeResult) -> None:
-            meta = records[result.key][1]
-            db.insert(EpisodeRecord(
-                key=result.key, run_id=run_id, instruction=result.instruction, success=bool(result.success),
-                steps=int(result.steps), wall_s=float(result.wall_s), error=result.error,
-                started=result.started, finished=result.finished, video=result.video,
-                timing_json=json.dumps(result.extra.get("timing", {}), sort_keys=True), **meta))
+            db.insert(planned[result.key].record(result, run_id))
 
-        stats = fanout.execute(todo, plan, workers=workers, policy=pol, suite=suite_obj,
-                               on_result=store_result, ray_address=ray_address, progress=progress)
+        stats = execute(todo, plan, workers=workers, policy=pol, suite=suite_obj, on_result=store_result,
+                        ray_address=ray_address, progress=progress)
         db.finish_run(run_id, now())
-        df = db.episodes(records)
+        df = db.episodes(planned)
     finally:
         db.close()
     if not quiet:

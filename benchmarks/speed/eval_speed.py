@@ -28,7 +28,7 @@ import time
 def _engine(items, plan, pol, suite, workers: int) -> tuple[float, float]:
     """Seconds to run `items` through the engine (fresh store) with `workers`, and of those the
     seconds spent starting the env workers."""
-    from apt.eval import fanout
+    from apt.eval.runner import execute
     from apt.eval.store import EpisodeRecord, Store
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -43,8 +43,8 @@ def _engine(items, plan, pol, suite, workers: int) -> tuple[float, float]:
                                     video=r.video, **meta))
 
         t = time.perf_counter()
-        stats = fanout.execute(items, plan, workers=workers, policy=pol, suite=suite, on_result=store,
-                               progress=False)
+        stats = execute(items, plan, workers=workers, policy=pol, suite=suite, on_result=store,
+                        progress=False)
         dt = time.perf_counter() - t
         db.close()
     if stats["error"]:
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ray-address", default=None)
     args = ap.parse_args(argv)
 
-    from apt.eval import fanout
+    from apt.eval.ray_pool import ray_init
     from apt.eval.runner import plan_run
 
     suite, pol, iset, plan, records = plan_run(policy=args.policy, split=args.split, suite=args.suite,
@@ -92,12 +92,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.render:
         cams = tuple(suite.observation_spec.cameras[:1])
         plan = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, cameras=cams))
-    items = [item for item, _ in records.values()]
+    items = list(records.values())
     n = len(items)
     print(f"eval speed: {args.policy} on {suite.name}/{iset.split}, {n} episodes, cameras "
           f"{list(plan.settings.cameras) or 'none'}, {os.cpu_count()} CPU(s)")
 
-    fanout.ray_init(args.ray_address)
+    ray_init(args.ray_address)
     _ceiling(items[: min(n, 8)], plan, suite)  # warm-up: compiles the model, builds the renderer
     ceiling_s, ceiling_succ = _ceiling(items, plan, suite) if plan.episode_hook else (float("nan"), 0)
     serial_s, _ = _engine(items, plan, pol, suite, workers=0)
