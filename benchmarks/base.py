@@ -202,7 +202,7 @@ class DemoRecording:
       sampled from the seed instead of the 50 fixed evaluation starts).
     record_keys: `Observation.privileged` arrays kept per step for a native writer (LIBERO: the
       MuJoCo state and joint positions its HDF5 files hold).
-    native_format: the format `apt-bench demos` writes by default (a `demo_formats` name), None =
+    native_format: the format `apt-bench demos` writes by default (an apt/demos/formats.py name), None =
       apt-bench's own.
     """
 

@@ -30,9 +30,10 @@ def offline(demos_dir: str, checkpoints: list[str], frames: int = 1024) -> None:
     from apt.policies.transforms import Normalizer
     from apt.training.batches import build_training_data
     from apt.checkpoints import load_weights, read_meta
-    from apt.demos.native import load_demos
+    from apt.demos.formats import load_demos
+    from apt.registry import get_suite
 
-    demos = load_demos(demos_dir, suite="tabletop")
+    demos = load_demos(demos_dir, suite=get_suite("tabletop"))
     rows = torch.from_numpy(np.random.default_rng(0).choice(len(demos), min(frames, len(demos)), replace=False))
     for path in checkpoints:
         meta = read_meta(path)

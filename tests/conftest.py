@@ -19,7 +19,7 @@ def suite():
 @pytest.fixture(scope="session")
 def demos_dir(tmp_path_factory, suite) -> Path:
     """2 expert episodes of two training tasks at 32 px, front and wrist cameras (seconds to make)."""
-    from apt.demos.native import generate_demos
+    from apt.demos.generate import generate_demos
 
     out = tmp_path_factory.mktemp("demos") / "tabletop"
     generate_demos(suite, out, episodes_per_task=2, workers=0, seed=0, image_size=32, tasks=TINY_DEMO_TASKS,

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from benchmarks.base import BenchError, TaskSpec
-from apt.demos.native import FORMAT, load_demos
-from apt.demos.external import (LEROBOT, LIBERO_HDF5, detect_format, load_lerobot,
-                                       load_libero_hdf5)
+from apt.demos.formats import detect_format, load_demos
+from apt.demos.lerobot import LEROBOT, load_lerobot
+from apt.demos.libero_hdf5 import LIBERO_HDF5, load_libero_hdf5
+from apt.demos.native import FORMAT
 
 h5py = pytest.importorskip("h5py")
 
@@ -90,6 +91,7 @@ class StubSuite:
     """The two libero_goal tasks, with the names / instructions LiberoSuite gives them."""
 
     name: str = "libero_goal"
+    version: str | None = None
     table: list[TaskSpec] = field(default_factory=lambda: [
         TaskSpec("libero_goal/0", TEXT[DRAWER], 300, {"name": DRAWER}),
         TaskSpec("libero_goal/8", TEXT[BOWL], 300, {"name": BOWL})])
@@ -292,14 +294,15 @@ def test_libero_options(tmp_path, libero_dir):
 
 def test_libero_ids_from_the_installed_suite(tmp_path, libero_dir):
     try:
-        from benchmarks.libero import LiberoSuite
+        from benchmarks.libero.suite import LiberoSuite
 
-        tasks = LiberoSuite("libero_goal").tasks()
+        goal = LiberoSuite("libero_goal")
+        tasks = goal.tasks()
     except BenchError as e:
         pytest.skip(f"LIBERO not installed: {e}")
     by_name = {t.attributes["name"]: t.task_id for t in tasks}
     root, _ = libero_dir
-    demos = load_demos(root / f"{DRAWER}_demo.hdf5", suite="libero_goal")  # dispatch, suite checked
+    demos = load_demos(root / f"{DRAWER}_demo.hdf5", suite=goal)  # dispatch, suite checked
     assert set(demos.task_ids) == {by_name[DRAWER]}
     assert demos.meta["task_ids"] == "suite"
     assert set(load_libero_hdf5(root, compute_hash=False).task_ids) == {by_name[DRAWER], by_name[BOWL]}
@@ -320,16 +323,14 @@ def test_libero_feeds_training(libero_dir):
 def test_training_reads_libero_files_for_its_cameras_only(tmp_path):
     """`apt-bench demos --cameras agentview` writes files without the wrist camera; training on
     agentview reads them (the loader's default wants both cameras and says so)."""
-    from types import SimpleNamespace
-
     from apt.training.recipes import RecipeOptions, _load_demos
 
     root = tmp_path / "libero_goal"
     write_libero(root / f"{DRAWER}_demo.hdf5", DRAWER, {"demo_0": _episode(np.random.default_rng(1), 4)},
                  cameras=("agentview_rgb",))
     opts = RecipeOptions(policy="apt_pi0", suite="libero_goal", demos=str(root), cameras=("agentview",))
-    # _load_demos hands suite.name to the loader, which also takes a Suite (no LIBERO install needed)
-    demos = _load_demos(opts, SimpleNamespace(name=StubSuite(), version=None))
+    # _load_demos hands the suite to the loader (a stand-in: no LIBERO install needed)
+    demos = _load_demos(opts, StubSuite())
     assert list(demos.images) == ["agentview"] and len(demos.actions) == 4
     with pytest.raises(BenchError, match="no 'obs/eye_in_hand_rgb'"):
         load_demos(root, suite=StubSuite(), compute_hash=False)

@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from apt import cli
 from apt.splits.resolve import load_split
-from apt.demos.native import (DEMO_SEED_BASE, META_FILE, episode_seed, generate_demos, image_file,
-                               load_demos)
+from apt.demos.episodes import DEMO_SEED_BASE, episode_seed
+from apt.demos.formats import load_demos
+from apt.demos.generate import generate_demos
+from apt.demos.native import META_FILE, image_file
 from benchmarks.base import BenchError
 
 
@@ -45,7 +48,7 @@ def test_worker_count_does_not_change_the_data(made):
 def test_dataset_shapes_and_labels(made, suite):
     s = made[2]
     assert s.failed == 0 and s.errors == 0 and s.per_task == {t: 2 for t in TASKS}
-    demos = load_demos(s.path, suite="tabletop", suite_version=suite.version, verify=True)
+    demos = load_demos(s.path, suite=suite, suite_version=suite.version, verify=True)
     n = len(demos)
     assert n == s.frames and demos.num_episodes == 6
     assert demos.states.shape == (n, suite.observation_spec.state_dim)
@@ -88,7 +91,7 @@ def test_reader_errors_say_what_to_do(made, tmp_path):
     with pytest.raises(BenchError, match="no meta.json"):
         load_demos(tmp_path / "empty")
     with pytest.raises(BenchError, match="demonstrations of suite 'tabletop', not 'libero'"):
-        load_demos(made[0].path, suite="libero")
+        load_demos(made[0].path, suite=SimpleNamespace(name="libero"))
     with pytest.raises(BenchError, match="version 1, the installed suite is version 9"):
         load_demos(made[0].path, suite_version="9")
     broken = tmp_path / "broken"
@@ -113,19 +116,29 @@ def test_generation_refuses_held_out_tasks_and_existing_output(made, suite, tmp_
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
 
 
-def test_demos_command_end_to_end(tmp_path, capsys):
+def test_workers_need_a_picklable_suite_or_make_suite(suite, tmp_path):
+    """Spawned workers get `make_suite()` or else the pickled suite; a suite that cannot be pickled
+    and comes without a make_suite is refused before any worker starts."""
+    unpicklable = type(suite)()
+    unpicklable.handle = lambda: None  # e.g. a live simulator handle
+    with pytest.raises(BenchError, match="cannot be sent to worker processes.*make_suite"):
+        generate_demos(unpicklable, tmp_path / "x", episodes_per_task=1, workers=1, tasks=TASKS[:1],
+                       progress=False)
+
+
+def test_demos_command_end_to_end(tmp_path, capsys, suite):
     out = tmp_path / "all"
     rc = cli.main(["demos", "--out", str(out), "--episodes-per-task", "1", "--workers", "2",
                    "--image-size", "16"])
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "24/24 episodes succeeded" in text
-    demos = load_demos(out, suite="tabletop")
+    demos = load_demos(out, suite=suite)
     assert demos.num_episodes == 24 and demos.images["front"].shape[1:] == (16, 16, 3)
     assert not Path(str(out) + ".partial").exists()
 
 
-def _demos_via_cli(tmp_path, capsys, task: str, *option_sets: list[str]) -> list:
+def _demos_via_cli(tmp_path, capsys, suite, task: str, *option_sets: list[str]) -> list:
     """`apt-bench demos` of one task (2 episodes, 16 px) once per option set, read back."""
     made = []
     for i, options in enumerate(option_sets):
@@ -133,13 +146,13 @@ def _demos_via_cli(tmp_path, capsys, task: str, *option_sets: list[str]) -> list
         rc = cli.main(["demos", "--out", str(out), "--episodes-per-task", "2", "--workers", "0",
                        "--image-size", "16", "--tasks", task, *options])
         assert rc == 0, capsys.readouterr().out
-        made.append(load_demos(out, suite="tabletop"))
+        made.append(load_demos(out, suite=suite))
     return made
 
 
-def test_demos_command_expert_noise_sets_the_labels_noise(tmp_path, capsys):
+def test_demos_command_expert_noise_sets_the_labels_noise(tmp_path, capsys, suite):
     """--expert-noise 0 records clean labels on the same layouts; the default (0.1) noisy ones."""
-    clean, noisy = _demos_via_cli(tmp_path, capsys, "push-yellow-left", ["--expert-noise", "0"], [])
+    clean, noisy = _demos_via_cli(tmp_path, capsys, suite, "push-yellow-left", ["--expert-noise", "0"], [])
     assert clean.meta["expert_noise"] == 0.0 and noisy.meta["expert_noise"] == 0.1
     assert clean.meta["data_hash"] != noisy.meta["data_hash"]
     # Both start from the same seeded layout (same first observation); only the labels differ.
@@ -151,10 +164,10 @@ def test_demos_command_expert_noise_sets_the_labels_noise(tmp_path, capsys):
     assert "--expert-noise" in err and "must be >= 0" in err and "Traceback" not in err
 
 
-def test_clean_labels_execute_the_noisy_actions_and_record_the_intended_ones(tmp_path, capsys):
+def test_clean_labels_execute_the_noisy_actions_and_record_the_intended_ones(tmp_path, capsys, suite):
     """--clean-labels (DART-style): the same noisy trajectories (states, frames) as the default run,
     but each label is the expert's action before its noise: xyz differ by the noise, grip does not."""
-    dart, noisy = _demos_via_cli(tmp_path, capsys, "place-red-plate", ["--clean-labels"], [])
+    dart, noisy = _demos_via_cli(tmp_path, capsys, suite, "place-red-plate", ["--clean-labels"], [])
     assert dart.meta["clean_labels"] is True and noisy.meta["clean_labels"] is False
     assert dart.meta["expert_noise"] == noisy.meta["expert_noise"] == 0.1
     np.testing.assert_array_equal(dart.states, noisy.states)  # the executed actions were the same
@@ -167,7 +180,7 @@ def test_clean_labels_execute_the_noisy_actions_and_record_the_intended_ones(tmp
 
 
 def test_clean_labels_need_an_expert_that_reports_its_intended_actions():
-    from apt.demos.native import _labels
+    from apt.demos.record import _labels
 
     class Blind:  # an expert without `intended`
         intended = None

@@ -12,7 +12,7 @@ import pytest
 
 from apt.registry import get_suite
 from apt.checkpoints import read_meta
-from apt.demos.native import generate_demos
+from apt.demos.generate import generate_demos
 
 
 def _free_port() -> int:

@@ -135,7 +135,8 @@ def test_demos_are_written_as_libero_hdf5_from_sampled_layouts_and_replay(tmp_pa
 
     import h5py
 
-    from apt.demos.native import generate_demos, load_demos
+    from apt.demos.formats import load_demos
+    from apt.demos.generate import generate_demos
     from benchmarks.libero import LiberoSuite
 
     suite = LiberoSuite("libero_goal")
@@ -160,7 +161,7 @@ def test_demos_are_written_as_libero_hdf5_from_sampled_layouts_and_replay(tmp_pa
     assert np.abs(starts[0] - starts[1]).max() > 1e-3
     assert min(np.abs(fixed - s).max() for s in starts) > 1e-3
 
-    loaded = load_demos(out, suite="libero_goal")
+    loaded = load_demos(out, suite=suite)
     assert loaded.num_episodes == 2 and set(loaded.task_ids) == {"libero_goal/7"}
     assert set(loaded.instructions) == {"turn on the stove"}
     np.testing.assert_allclose(loaded.states[: len(ee[0]), :3], ee[0], atol=1e-6)

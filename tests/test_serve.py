@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, suite) -> Path:
-    from apt.demos.native import generate_demos
+    from apt.demos.generate import generate_demos
 
     root = tmp_path_factory.mktemp("serve")
     demos, out = root / "demos", root / "ck"

@@ -17,7 +17,7 @@ from apt.policies.transforms import Normalizer
 from apt.registry import build_policy
 from apt.training.batches import build_training_data, chunk_indices, fit_normalizers
 from apt.checkpoints import read_meta
-from apt.demos.native import load_demos
+from apt.demos.formats import load_demos
 from benchmarks.base import BenchError
 
 from conftest import TINY_DEMO_TASKS as TASKS  # noqa: E402  (the tasks of the shared demos_dir)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from apt.demos.native import load_demos
+from apt.demos.formats import load_demos
 from apt.training.vl_pointing import LOW_TOL, make_pointing_data, pointing_targets
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,7 +36,7 @@ def test_short_pointing_run_beats_the_mean_predictor(tmp_path):
     from apt.models.policy_model import get_model_config
     from apt.models.vlm import TinyVLM
     from apt.registry import get_suite
-    from apt.demos.native import generate_demos
+    from apt.demos.generate import generate_demos
     from apt.training.trainer import TrainConfig
     from apt.training.vl_pointing import HELDOUT_EVERY, evaluate_pointing
     from apt.training.vl_pretrain import make_vl_dataset, pretrain_vlm

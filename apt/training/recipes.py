@@ -174,14 +174,14 @@ def train(policy: str, suite: str = "tabletop", demos: str | None = None, out: s
 def _load_demos(opts: RecipeOptions, suite: Suite) -> Any:
     """The --demos set, checked against the suite; a clear error when it was not given. LIBERO
     HDF5 files are read for the training cameras only (a file may record fewer than LIBERO's two)."""
-    from apt.demos.native import load_demos
-    from apt.demos.external import LIBERO_HDF5, detect_format
+    from apt.demos.formats import detect_format, load_demos
+    from apt.demos.libero_hdf5 import LIBERO_HDF5
 
     if opts.demos is None:
         raise BenchError(f"training {opts.policy} needs demonstrations: pass --demos DIR (make them with "
                          f"`apt-bench demos --suite {suite.name} --out DIR`)")
     options = {"cameras": list(opts.cameras)} if detect_format(opts.demos) == LIBERO_HDF5 else {}
-    return load_demos(opts.demos, suite=suite.name, suite_version=suite.version, **options)
+    return load_demos(opts.demos, suite=suite, suite_version=suite.version, **options)
 
 
 def _train_vlm(opts: RecipeOptions, suite: Suite) -> int:

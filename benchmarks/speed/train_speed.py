@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from apt.registry import get_suite
-    from apt.demos.native import generate_demos, load_demos
+    from apt.demos.formats import load_demos
+    from apt.demos.generate import generate_demos
 
     suite = get_suite("tabletop")
     image_size = 96 if args.preset_size == "tiny" else 32
