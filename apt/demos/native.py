@@ -55,7 +55,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from benchmarks.base import BenchError, DemoRecording, Suite, TaskSpec
+from benchmarks.base import BenchError, DemoRecording, Suite, TaskSpec, unknown
 
 FORMAT = "apt-bench-demos"
 FORMAT_VERSION = 1
@@ -282,8 +282,6 @@ def generate_demos(suite: Suite, out_dir: str | Path, episodes_per_task: int = 5
         known = {t.task_id: t for t in all_tasks}
         for tid in tasks:
             if tid not in known:
-                from apt.registry import unknown
-
                 raise unknown("task", tid, [t.task_id for t in chosen])
             if not known[tid].train:
                 raise BenchError(f"task {tid!r} is held out of training (compositional split); "

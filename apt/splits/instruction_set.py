@@ -35,7 +35,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from benchmarks.base import BenchError, TaskSpec
+from benchmarks.base import BenchError, TaskSpec, did_you_mean, unknown
 
 TRAIN_SPLIT = "train"
 # Splits whose entries must be training tasks and must cover every training task.
@@ -249,7 +249,7 @@ def load_split(suite_name: str, split: str, tasks: Sequence[TaskSpec]) -> Instru
     Raises BenchError for unknown names (with a close match and the valid names) and for any
     problem `check_instruction_set` finds.
     """
-    from apt.registry import CONTROL_SPLITS, SPLITS, did_you_mean  # lazy: registry is heavier
+    from apt.registry import CONTROL_SPLITS, SPLITS  # lazy: registry is heavier
 
     if "@" in split and not Path(split).exists():
         kind, _, base_name = split.partition("@")
@@ -352,7 +352,7 @@ def derive_control(base: InstructionSet, kind: str, tasks: Sequence[TaskSpec],
       the entry's own task, so a policy that follows language fails.
     The entry's axis becomes the control kind; its note keeps the original instruction.
     """
-    from apt.registry import CONTROL_SPLITS, unknown
+    from apt.registry import CONTROL_SPLITS
 
     if kind not in CONTROL_SPLITS:
         raise unknown("control split", kind, CONTROL_SPLITS)
@@ -439,8 +439,6 @@ def check_instruction_set(iset: InstructionSet, tasks: Sequence[TaskSpec], train
             problems.append(f"{where}: duplicate entry id")
         seen_ids.add(e.id)
         if e.task_id not in by_id:
-            from apt.registry import did_you_mean
-
             problems.append(f"{where}: unknown task id {e.task_id!r}"
                             f"{did_you_mean(e.task_id, list(by_id))}")
             continue

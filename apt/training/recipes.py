@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from benchmarks.base import BenchError, Suite
-from apt.registry import LEARNED_POLICIES, get_suite, unknown
+from benchmarks.base import BenchError, Suite, unknown
+from apt.registry import LEARNED_POLICIES, get_suite
 
 if TYPE_CHECKING:
     from apt.training.trainer import TrainConfig
