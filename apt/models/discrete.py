@@ -31,7 +31,6 @@ matching, while the VLM trains only on the discrete (+ VL) loss. At inference th
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,8 +44,9 @@ from apt.models.expert_base import ExpertConfig, attention_geometry
 from apt.models.flow import FlowConfig, euler_sample, flow_matching_loss, initial_noise, sample_time
 from apt.models.layers import RMSNorm, compact_tokens, masked_attention, merge_heads, split_heads
 from apt.models.pi_expert import PiExpert, PiLayer, make_attn_mask
-from apt.models.policy_model import _DUMMY_VLM, _QWEN_VLM, _TINY_EXPERT, _TINY_VLM, JsonConfig, VLMBacked
-from apt.models.vlm import VLM, FrozenFeatures, VLMConfig, VLMOutput, build_vlm
+from apt.models.backbones import build_vlm
+from apt.models.policy_model import JsonConfig, VLMBacked
+from apt.models.vlm import VLM, FrozenFeatures, VLMConfig, VLMOutput
 
 
 # --------------------------------------------------------------------------------------- config
@@ -413,36 +413,3 @@ class DiscreteVLA(VLMBacked):
         if vlm:
             groups.append({"params": vlm, "lr": lr * vlm_lr_multiplier, "weight_decay": weight_decay, "name": "vlm"})
         return groups
-
-
-# ---------------------------------------------------------------------------------------- presets
-DISCRETE_PRESETS: dict[str, DiscreteConfig] = {
-    # Unit tests / CI: random stand-in encoders, small vocabulary.
-    "dummy_discrete": DiscreteConfig(vlm=_DUMMY_VLM, decoder=ExpertConfig(width=32, depth=2, heads=2, mlp_ratio=2.0),
-                                     expert=ExpertConfig(width=32, depth=2, heads=2, mlp_ratio=2.0),
-                                     chunk_len=4, action_dim=4, state_dim=4, action_vocab=320,
-                                     max_action_tokens=24),
-    # The embedded default (tabletop on CPU): same backbone and expert sizes as tiny_pi0.
-    # Decoder and KI expert read the trunk's layer outputs like the tiny pi expert (`_TINY_EXPERT`).
-    "tiny_discrete": DiscreteConfig(vlm=_TINY_VLM, decoder=_TINY_EXPERT, expert=_TINY_EXPERT, chunk_len=8,
-                                    action_vocab=1024, max_action_tokens=48),
-    # Paper scale: Qwen3-VL-2B + a Gemma-300M-like decoder (and KI expert) over its 28 layers.
-    "qwen3vl2b_discrete": DiscreteConfig(
-        vlm=_QWEN_VLM, chunk_len=50, action_dim=7, state_dim=8, action_vocab=2048, max_action_tokens=256,
-        decoder=ExpertConfig(width=1024, depth=18, heads=8, kv_heads=1, head_dim=128),
-        expert=ExpertConfig(width=1024, depth=18, heads=8, kv_heads=1, head_dim=128)),
-}
-
-
-def get_discrete_config(name: str) -> DiscreteConfig:
-    try:
-        return DISCRETE_PRESETS[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, DISCRETE_PRESETS, n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise KeyError(f"unknown discrete model preset {name!r}.{hint} Known: {', '.join(DISCRETE_PRESETS)}") from None
-
-
-def build_from_config(model_cfg: dict[str, Any]) -> DiscreteVLA:
-    """A checkpoint's model config dict -> DiscreteVLA (random weights; `LearnedPolicy` loads them)."""
-    return DiscreteVLA(DiscreteConfig.from_dict(model_cfg))
