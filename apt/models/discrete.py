@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from apt.models.action_tokens import ActionTokenizer, InvalidActionTokens
 from apt.models.expert_base import ExpertConfig, attention_geometry
-from apt.models.flow import FlowConfig, euler_sample, flow_matching_loss, initial_noise, sample_time
+from apt.models.flow import FlowConfig
 from apt.models.layers import RMSNorm, compact_tokens, masked_attention, merge_heads, split_heads
 from apt.models.pi_expert import PiExpert, PiLayer, make_attn_mask
 from apt.models.backbones import build_vlm
@@ -322,13 +322,8 @@ class DiscreteVLA(VLMBacked):
             ce, n = ce + ce_vl, n + n_vl
         loss = ce / n.clamp_min(1)
         if self.expert is not None:
-            actions = batch["actions"]
             prefix = self.expert.encode_prefix(detach_output(vlm_out))
-            gdev = generator.device if generator is not None else actions.device
-            noise = torch.randn(actions.shape, generator=generator, device=gdev).to(actions)
-            t = sample_time(actions.shape[0], self.cfg.flow, gdev, generator).to(actions)
-            loss = loss + flow_matching_loss(lambda x, tt: self.expert.velocity(prefix, batch["state"], x, tt),
-                                             actions, self.cfg.flow, noise=noise, t=t)
+            loss = loss + self.expert.flow_loss(prefix, batch["state"], batch["actions"], self.cfg.flow, generator)
         return loss
 
     # -- inference
@@ -392,15 +387,10 @@ class DiscreteVLA(VLMBacked):
                        num_steps: int | None = None, noise: Tensor | None = None) -> Tensor:
         """Normalised chunks [B, H, A]: the KI expert's flow sample (from `noise` when given), else
         greedy FAST decoding (NaN rows where the generated tokens do not decode)."""
-        b = self._check(batch)
+        self._check(batch)
         if self.expert is not None:
-            vlm_out = self.encode(batch)
-            prefix = self.expert.encode_prefix(vlm_out)
-            state = batch["state"]
-            shape = (b, self.cfg.chunk_len, self.cfg.action_dim)
-            noise = initial_noise(shape, state, generator, noise)
-            return euler_sample(lambda x, t: self.expert.velocity(prefix, state, x, t), shape,
-                                num_steps or self.cfg.flow.num_steps, noise=noise)
+            prefix = self.expert.encode_prefix(self.encode(batch))
+            return self.expert.sample(prefix, batch["state"], self.cfg.flow, generator, num_steps, noise)
         return self.decode_tokens(self.generate(batch)).to(batch["state"].device)
 
     def param_groups(self, lr: float, weight_decay: float = 0.0,

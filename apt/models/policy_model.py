@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from apt.models.backbones import build_vlm
 from apt.models.expert_base import Expert, ExpertConfig
-from apt.models.flow import FlowConfig, euler_sample, flow_matching_loss, initial_noise, sample_time
+from apt.models.flow import FlowConfig
 from apt.models.fusion import FusionConfig, fusion_parameter_names
 from apt.models.groot_expert import GrootExpert
 from apt.models.pi_expert import PiExpert
@@ -160,29 +160,20 @@ class VLAModel(VLMBacked):
     # -- training / inference
     def loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
         """Flow-matching MSE over the action chunk (scalar)."""
-        b = self._check(batch, need_actions=True)
+        self._check(batch, need_actions=True)
         vlm_out = self.encode(batch)
         prefix = self.expert.encode_prefix(vlm_out, self.trunk_key_mask(vlm_out))
-        actions, state = batch["actions"], batch["state"]
-        gdev = generator.device if generator is not None else actions.device
-        noise = torch.randn(actions.shape, generator=generator, device=gdev).to(actions)
-        t = sample_time(b, self.cfg.flow, gdev, generator).to(actions)
-        return flow_matching_loss(lambda x, tt: self.expert.velocity(prefix, state, x, tt),
-                                  actions, self.cfg.flow, noise=noise, t=t)
+        return self.expert.flow_loss(prefix, batch["state"], batch["actions"], self.cfg.flow, generator)
 
     @torch.no_grad()
     def sample_actions(self, batch: dict[str, Tensor], generator: torch.Generator | None = None,
                        num_steps: int | None = None, noise: Tensor | None = None) -> Tensor:
         """Normalised action chunks [B, H, A]: VLM + prefix once, then Euler steps from t=1 to t=0.
         `noise` [B, H, A] is the starting sample (else drawn from `generator`)."""
-        b = self._check(batch, need_actions=False)
+        self._check(batch, need_actions=False)
         vlm_out = self.encode(batch)
         prefix = self.expert.encode_prefix(vlm_out, self.trunk_key_mask(vlm_out))
-        state = batch["state"]
-        shape = (b, self.cfg.chunk_len, self.cfg.action_dim)
-        noise = initial_noise(shape, state, generator, noise)
-        return euler_sample(lambda x, t: self.expert.velocity(prefix, state, x, t), shape,
-                            num_steps or self.cfg.flow.num_steps, noise=noise)
+        return self.expert.sample(prefix, batch["state"], self.cfg.flow, generator, num_steps, noise)
 
     def param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
         """Optimizer groups: expert at `lr`; Stage-2 gate logits at lr * gate_lr_multiplier (no weight
