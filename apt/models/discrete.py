@@ -46,7 +46,7 @@ from apt.models.layers import RMSNorm, compact_tokens, masked_attention, merge_h
 from apt.models.pi_expert import PiExpert, PiLayer, make_attn_mask
 from apt.models.backbones import build_vlm
 from apt.models.policy_model import JsonConfig, VLMBacked
-from apt.models.vlm import VLM, FrozenFeatures, VLMConfig, VLMOutput
+from apt.models.vlm import VLM, VLMConfig, VLMOutput
 
 
 # --------------------------------------------------------------------------------------- config
@@ -267,14 +267,6 @@ class DiscreteVLA(VLMBacked):
             out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             out[i, len(ids)] = self.vocab.EOS
         return out
-
-    def encode(self, batch: dict[str, Tensor], prefix: str = "") -> VLMOutput:
-        frozen = None
-        if prefix + "image_features" in batch:
-            frozen = FrozenFeatures(batch[prefix + "image_features"], batch[prefix + "text_features"])
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.train_vlm):
-            return self.vlm(batch.get(prefix + "images"), batch[prefix + "input_ids"],
-                            batch[prefix + "attention_mask"], frozen=frozen)
 
     def _teacher_forced_ce(self, vlm_out: VLMOutput, bos: int, targets: Tensor,
                            state: Tensor | None) -> tuple[Tensor, Tensor]:

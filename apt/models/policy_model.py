@@ -99,8 +99,9 @@ def _from_dict(cls: type, d: dict[str, Any]) -> Any:
 
 # ------------------------------------------------------------------------------------------- model
 class VLMBacked(nn.Module):
-    """What every policy model on a VLM shares: tokenising through the VLM, and keeping a frozen VLM in
-    inference mode (no dropout) whatever `train()` is called with. Subclasses set `vlm_trains`."""
+    """What every policy model on a VLM shares: tokenising through the VLM, running it on a batch, and
+    keeping a frozen VLM in inference mode (no dropout) whatever `train()` is called with. Subclasses
+    set `vlm_trains`."""
 
     vlm: VLM
     vlm_trains: bool
@@ -108,6 +109,16 @@ class VLMBacked(nn.Module):
     def tokenize(self, instructions: list[str]) -> dict[str, Tensor]:
         """Instructions -> {"input_ids", "attention_mask"} for the batch (callers never touch a tokenizer)."""
         return self.vlm.tokenize(instructions)
+
+    def encode(self, batch: dict[str, Tensor], prefix: str = "") -> VLMOutput:
+        """Run the VLM once on the batch's `prefix`-ed inputs; without autograd when it is frozen
+        (memory, and no gradient by construction)."""
+        frozen = None
+        if prefix + "image_features" in batch:  # cached frozen-encoder outputs (training on a fixed demo set)
+            frozen = FrozenFeatures(batch[prefix + "image_features"], batch[prefix + "text_features"])
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.vlm_trains):
+            return self.vlm(batch.get(prefix + "images"), batch[prefix + "input_ids"],
+                            batch[prefix + "attention_mask"], frozen=frozen)
 
     def train(self, mode: bool = True) -> VLMBacked:
         super().train(mode)
@@ -132,15 +143,6 @@ class VLAModel(VLMBacked):
         self.vlm.set_trainable(cfg.vlm_trainable)
 
     # -- helpers
-
-    def encode(self, batch: dict[str, Tensor]) -> VLMOutput:
-        """Run the VLM once; without autograd when it is frozen (memory, and no gradient by construction)."""
-        frozen = None
-        if "image_features" in batch:  # cached frozen-encoder outputs (training on a fixed demo set)
-            frozen = FrozenFeatures(batch["image_features"], batch["text_features"])
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.vlm_trainable):
-            return self.vlm(batch.get("images"), batch["input_ids"], batch["attention_mask"], frozen=frozen)
-
     def trunk_key_mask(self, vlm_out: VLMOutput) -> Tensor | None:
         """Keys of the expert's trunk layers: image tokens only in stage1/stage2 (the prior), all in full."""
         return None if self.cfg.stage == "full" else vlm_out.vision_key_mask()
