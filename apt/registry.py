@@ -6,7 +6,6 @@ simulator package (LIBERO, ManiSkill) or a heavy model until that name is asked 
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import re
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from apt.policies.names import LEARNED_POLICIES
-from benchmarks.base import BenchError, Policy, Suite
+from benchmarks.base import BenchError, Policy, Suite, unknown
 
 
 @dataclass(frozen=True)
@@ -62,17 +61,6 @@ REMOTE_SCHEMES: dict[str, str] = {"openpi://": "apt.policies.openpi_client:conne
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT_ROOT = REPO_ROOT / "checkpoints"
-
-
-def did_you_mean(name: str, options: list[str] | tuple[str, ...]) -> str:
-    """' (did you mean 'x'?)' for a near miss, else the empty string."""
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def unknown(kind: str, name: str, options: list[str] | tuple[str, ...]) -> BenchError:
-    return BenchError(f"unknown {kind} {name!r}{did_you_mean(name, options)}; "
-                      f"valid {kind}s: {', '.join(options)}")
 
 
 _PLUGIN_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")

@@ -7,6 +7,7 @@ to import the method package `apt`.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 
 from dataclasses import dataclass, field
@@ -29,6 +30,17 @@ class BenchError(Exception):
 
 class SpecMismatch(BenchError):
     """A policy and a suite disagree on actions, cameras or state (checked before any episode)."""
+
+
+def did_you_mean(name: str, options: list[str] | tuple[str, ...]) -> str:
+    """' (did you mean 'x'?)' for a near miss, else the empty string."""
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown(kind: str, name: str, options: list[str] | tuple[str, ...]) -> BenchError:
+    return BenchError(f"unknown {kind} {name!r}{did_you_mean(name, options)}; "
+                      f"valid {kind}s: {', '.join(options)}")
 
 
 class Observation(TypedDict):

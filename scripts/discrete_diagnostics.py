@@ -26,7 +26,7 @@ PLACE_TASKS = ("place-red-plate", "place-yellow-box", "place-blue-bowl")
 
 
 def offline(demos_dir: str, checkpoints: list[str], frames: int = 1024) -> None:
-    from apt.policies.learned import build_model
+    from apt.models.builders import build_model
     from apt.policies.transforms import Normalizer
     from apt.training.batches import build_training_data
     from apt.checkpoints import load_weights, read_meta

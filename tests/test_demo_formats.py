@@ -194,10 +194,11 @@ def lerobot_dir(tmp_path_factory):
 
 
 def _dummy_model(state_dim: int, action_dim: int):
-    from apt.models.policy_model import VLAModel, get_model_config
+    from apt.models.builders import get_preset
+    from apt.models.policy_model import ModelConfig, VLAModel
 
     torch.manual_seed(0)
-    return VLAModel(get_model_config("dummy_pi0").replace(state_dim=state_dim, action_dim=action_dim))
+    return VLAModel(get_preset("dummy_pi0", ModelConfig).replace(state_dim=state_dim, action_dim=action_dim))
 
 
 def _train_batch_loss(demos, cameras: tuple[str, ...]) -> None:

@@ -12,7 +12,8 @@ import torch
 
 from apt.cli import main
 from apt.models.action_tokens import TOKENIZER_FILE, ActionTokenizer
-from apt.models.discrete import DiscreteConfig, DiscreteVLA, get_discrete_config
+from apt.models.builders import get_preset
+from apt.models.discrete import DiscreteConfig, DiscreteVLA
 from apt.policies.learned import LearnedPolicy
 from apt.registry import build_policy
 from apt.checkpoints import read_meta
@@ -31,7 +32,7 @@ def _model(ki: bool = False) -> DiscreteVLA:
     rng = np.random.default_rng(0)
     chunks = np.cumsum(rng.normal(size=(400, 4, 4)) * 0.3, axis=1)
     tok = ActionTokenizer.fit(chunks, vocab_size=300)
-    cfg = get_discrete_config("dummy_discrete").replace(tokenizer=tok.to_dict(), ki=ki)
+    cfg = get_preset("dummy_discrete", DiscreteConfig).replace(tokenizer=tok.to_dict(), ki=ki)
     torch.manual_seed(0)
     return DiscreteVLA(cfg).eval()
 
@@ -196,13 +197,13 @@ def test_config_json_round_trip_and_presets():
     cfg = _model().cfg.replace(text_vocab=(5, 9))
     assert DiscreteConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(KeyError, match="dummy_discrete"):
-        get_discrete_config("dumy_discrete")
+        get_preset("dumy_discrete", DiscreteConfig)
 
 
 def test_real_size_preset_builds_on_meta_device():
-    from apt.models.policy_model import QWEN3_VL_2B_ARCH
+    from apt.models.builders import QWEN3_VL_2B_ARCH
 
-    cfg = get_discrete_config("qwen3vl2b_discrete").replace(ki=True)
+    cfg = get_preset("qwen3vl2b_discrete", DiscreteConfig).replace(ki=True)
     cfg = cfg.replace(vlm=dataclasses.replace(cfg.vlm, hf_config=QWEN3_VL_2B_ARCH))  # size without the files
     with torch.device("meta"):
         model = DiscreteVLA(cfg)

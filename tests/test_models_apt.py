@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from apt.models.fusion import FusionConfig
-from apt.models.policy_model import (ModelConfig, QWEN3_VL_2B_ARCH, VLAModel, get_model_config,
-                                     load_stage1_state_dict, stage2_from_stage1)
+from apt.models.builders import QWEN3_VL_2B_ARCH, get_preset
+from apt.models.policy_model import ModelConfig, VLAModel, load_stage1_state_dict, stage2_from_stage1
 
 torch.set_num_threads(1)
 ARCHS = ["dummy_pi0", "dummy_groot"]
@@ -32,7 +32,7 @@ def _batch(model, instructions, seed=0):
 
 def _model(preset, stage, **changes):
     torch.manual_seed(0)
-    return VLAModel(get_model_config(preset).replace(stage=stage, **changes)).eval()
+    return VLAModel(get_preset(preset, ModelConfig).replace(stage=stage, **changes)).eval()
 
 
 def _velocity(model, batch, seed=1):
@@ -153,17 +153,17 @@ def test_prefix_is_computed_once_per_sample_call():
 
 def test_config_json_round_trip_and_presets():
     for name in ("dummy_pi0", "tiny_groot", "qwen3vl2b_pi0"):
-        cfg = get_model_config(name).replace(fusion=FusionConfig(layer_map=(0, 1), gate="channel"))
+        cfg = get_preset(name, ModelConfig).replace(fusion=FusionConfig(layer_map=(0, 1), gate="channel"))
         again = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
         assert again == cfg
     with pytest.raises(KeyError, match="dummy_pi0"):
-        get_model_config("dumy_pi0")
+        get_preset("dumy_pi0", ModelConfig)
     with pytest.raises(ValueError):
         ModelConfig.from_dict({"arch": "pi0", "no_such_field": 1})
 
 
 def test_real_size_preset_builds_on_meta_device():
-    cfg = get_model_config("qwen3vl2b_pi0").replace(stage="stage2")
+    cfg = get_preset("qwen3vl2b_pi0", ModelConfig).replace(stage="stage2")
     cfg = cfg.replace(vlm=dataclasses.replace(cfg.vlm, hf_config=QWEN3_VL_2B_ARCH))  # size without the files
     with torch.device("meta"):
         model = VLAModel(cfg)

@@ -12,7 +12,10 @@ import torch.nn.functional as F
 from apt.models.efficientnet_lite import EfficientNetLite0, load_efficientnet_lite0
 from apt.models.expert_base import ExpertConfig
 from apt.models.policy_model import ModelConfig, VLAModel
-from apt.models.vlm import HFVLM, TinyVLM, VLMConfig, fold_detail, vl_pretrain_loss
+from apt.models.hf_vlm import HFVLM
+from apt.models.tiny_vlm import TinyVLM, fold_detail
+from apt.models.vl_objectives import vl_pretrain_loss
+from apt.models.vlm import VLMConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)

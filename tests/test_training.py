@@ -46,10 +46,11 @@ def test_normalizer_round_trip_and_floor():
 
 
 def _dummy_model(arch: str = "pi0", stage: str = "full"):
-    from apt.models.policy_model import VLAModel, get_model_config
+    from apt.models.builders import get_preset
+    from apt.models.policy_model import ModelConfig, VLAModel
 
     torch.manual_seed(0)
-    cfg = get_model_config(f"dummy_{arch}").replace(stage=stage)
+    cfg = get_preset(f"dummy_{arch}", ModelConfig).replace(stage=stage)
     return VLAModel(cfg)
 
 

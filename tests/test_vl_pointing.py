@@ -33,8 +33,9 @@ def test_targets_are_the_first_low_and_the_final_tcp_of_each_episode(demos_dir):
 def test_short_pointing_run_beats_the_mean_predictor(tmp_path):
     """Real tiny backbone, 4 expert episodes per task of two place tasks whose blocks differ: after
     a short run the trunk points at the grasp place better than always answering the mean."""
-    from apt.models.policy_model import get_model_config
-    from apt.models.vlm import TinyVLM
+    from apt.models.builders import get_preset
+    from apt.models.policy_model import ModelConfig
+    from apt.models.tiny_vlm import TinyVLM
     from apt.registry import get_suite
     from apt.demos.generate import generate_demos
     from apt.training.trainer import TrainConfig
@@ -46,7 +47,7 @@ def test_short_pointing_run_beats_the_mean_predictor(tmp_path):
     out = tmp_path / "demos"
     generate_demos(suite, out, episodes_per_task=HELDOUT_EVERY + 4, workers=0, seed=0, image_size=96,
                    tasks=("place-red-plate", "place-blue-bowl"), cameras=("front",), progress=False)
-    vlm = TinyVLM(get_model_config("tiny_pi0").vlm)
+    vlm = TinyVLM(get_preset("tiny_pi0", ModelConfig).vlm)
     data = make_pointing_data(load_demos(out), vlm, progress=False)
     assert len(data.heldout_rows) > 0 and not set(data.heldout_rows.tolist()) & set(data.train_rows.tolist())
     before = evaluate_pointing(vlm, data)

@@ -175,7 +175,9 @@ def test_dataset_is_balanced_paired_and_on_fresh_seeds(dataset):
 
 
 def test_vl_pretrain_loss_with_explicit_labels_matches_itm_logits():
-    from apt.models.vlm import FrozenFeatures, TinyVLM, VLMConfig, vl_pretrain_loss
+    from apt.models.tiny_vlm import TinyVLM
+    from apt.models.vl_objectives import vl_pretrain_loss
+    from apt.models.vlm import FrozenFeatures, VLMConfig
     from apt.training.vl_pretrain import itm_logits
 
     torch.manual_seed(0)
@@ -193,7 +195,8 @@ def test_vl_pretrain_loss_with_explicit_labels_matches_itm_logits():
 
 
 def test_pretrain_vlm_trains_the_trunk_only_and_reports_held_out_accuracy(dataset):
-    from apt.models.vlm import TinyVLM, VLMConfig
+    from apt.models.tiny_vlm import TinyVLM
+    from apt.models.vlm import VLMConfig
     from apt.training.trainer import TrainConfig
     from apt.training.vl_pretrain import pretrain_vlm
 
@@ -215,7 +218,8 @@ def test_pretrain_vlm_trains_the_trunk_only_and_reports_held_out_accuracy(datase
 def test_small_pretraining_run_beats_chance_on_held_out_scenes():
     """Grounding takes a few hundred steps to leave the 50% plateau (hard negatives: the true and the
     false caption share the image), which is over a minute on two shared CPU cores: slow."""
-    from apt.models.vlm import TinyVLM, VLMConfig
+    from apt.models.tiny_vlm import TinyVLM
+    from apt.models.vlm import VLMConfig
     from apt.training.trainer import TrainConfig
     from apt.training.vl_pretrain import make_vl_dataset, pretrain_vlm
 

@@ -31,9 +31,8 @@ from apt.demos.libero_hdf5 import LIBERO_HDF5, write_libero_hdf5
 from apt.demos.native import FORMAT, FORMAT_VERSION, META_FILE, PARTIAL_MARKER, write_native
 from apt.demos.record import (EpisodeResult, close_worker, demo_recording, expert_parameters, init_worker,
                               record_episode)
-from apt.registry import unknown
 from apt.splits.resolve import load_split
-from benchmarks.base import BenchError, Suite
+from benchmarks.base import BenchError, Suite, unknown
 
 GENERATION_FILE = "generation.json"  # generate_demos' record beside a suite-format dataset
 # Seeded zero-mean action noise (normalised units) of the expert while recording: the states

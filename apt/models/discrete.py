@@ -31,7 +31,6 @@ matching, while the VLM trains only on the discrete (+ VL) loss. At inference th
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,11 +41,12 @@ from torch import Tensor, nn
 
 from apt.models.action_tokens import ActionTokenizer, InvalidActionTokens
 from apt.models.expert_base import ExpertConfig, attention_geometry
-from apt.models.flow import FlowConfig, euler_sample, flow_matching_loss, initial_noise, sample_time
+from apt.models.flow import FlowConfig
 from apt.models.layers import RMSNorm, compact_tokens, masked_attention, merge_heads, split_heads
 from apt.models.pi_expert import PiExpert, PiLayer, make_attn_mask
-from apt.models.policy_model import _DUMMY_VLM, _QWEN_VLM, _TINY_EXPERT, _TINY_VLM, JsonConfig, VLMBacked
-from apt.models.vlm import VLM, FrozenFeatures, VLMConfig, VLMOutput, build_vlm
+from apt.models.backbones import build_vlm
+from apt.models.policy_model import JsonConfig, VLMBacked
+from apt.models.vlm import VLM, VLMConfig, VLMOutput
 
 
 # --------------------------------------------------------------------------------------- config
@@ -268,14 +268,6 @@ class DiscreteVLA(VLMBacked):
             out[i, len(ids)] = self.vocab.EOS
         return out
 
-    def encode(self, batch: dict[str, Tensor], prefix: str = "") -> VLMOutput:
-        frozen = None
-        if prefix + "image_features" in batch:
-            frozen = FrozenFeatures(batch[prefix + "image_features"], batch[prefix + "text_features"])
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.train_vlm):
-            return self.vlm(batch.get(prefix + "images"), batch[prefix + "input_ids"],
-                            batch[prefix + "attention_mask"], frozen=frozen)
-
     def _teacher_forced_ce(self, vlm_out: VLMOutput, bos: int, targets: Tensor,
                            state: Tensor | None) -> tuple[Tensor, Tensor]:
         """Sum of token cross-entropies and the number of target tokens (PAD targets ignored)."""
@@ -322,13 +314,8 @@ class DiscreteVLA(VLMBacked):
             ce, n = ce + ce_vl, n + n_vl
         loss = ce / n.clamp_min(1)
         if self.expert is not None:
-            actions = batch["actions"]
             prefix = self.expert.encode_prefix(detach_output(vlm_out))
-            gdev = generator.device if generator is not None else actions.device
-            noise = torch.randn(actions.shape, generator=generator, device=gdev).to(actions)
-            t = sample_time(actions.shape[0], self.cfg.flow, gdev, generator).to(actions)
-            loss = loss + flow_matching_loss(lambda x, tt: self.expert.velocity(prefix, batch["state"], x, tt),
-                                             actions, self.cfg.flow, noise=noise, t=t)
+            loss = loss + self.expert.flow_loss(prefix, batch["state"], batch["actions"], self.cfg.flow, generator)
         return loss
 
     # -- inference
@@ -392,15 +379,10 @@ class DiscreteVLA(VLMBacked):
                        num_steps: int | None = None, noise: Tensor | None = None) -> Tensor:
         """Normalised chunks [B, H, A]: the KI expert's flow sample (from `noise` when given), else
         greedy FAST decoding (NaN rows where the generated tokens do not decode)."""
-        b = self._check(batch)
+        self._check(batch)
         if self.expert is not None:
-            vlm_out = self.encode(batch)
-            prefix = self.expert.encode_prefix(vlm_out)
-            state = batch["state"]
-            shape = (b, self.cfg.chunk_len, self.cfg.action_dim)
-            noise = initial_noise(shape, state, generator, noise)
-            return euler_sample(lambda x, t: self.expert.velocity(prefix, state, x, t), shape,
-                                num_steps or self.cfg.flow.num_steps, noise=noise)
+            prefix = self.expert.encode_prefix(self.encode(batch))
+            return self.expert.sample(prefix, batch["state"], self.cfg.flow, generator, num_steps, noise)
         return self.decode_tokens(self.generate(batch)).to(batch["state"].device)
 
     def param_groups(self, lr: float, weight_decay: float = 0.0,
@@ -413,36 +395,3 @@ class DiscreteVLA(VLMBacked):
         if vlm:
             groups.append({"params": vlm, "lr": lr * vlm_lr_multiplier, "weight_decay": weight_decay, "name": "vlm"})
         return groups
-
-
-# ---------------------------------------------------------------------------------------- presets
-DISCRETE_PRESETS: dict[str, DiscreteConfig] = {
-    # Unit tests / CI: random stand-in encoders, small vocabulary.
-    "dummy_discrete": DiscreteConfig(vlm=_DUMMY_VLM, decoder=ExpertConfig(width=32, depth=2, heads=2, mlp_ratio=2.0),
-                                     expert=ExpertConfig(width=32, depth=2, heads=2, mlp_ratio=2.0),
-                                     chunk_len=4, action_dim=4, state_dim=4, action_vocab=320,
-                                     max_action_tokens=24),
-    # The embedded default (tabletop on CPU): same backbone and expert sizes as tiny_pi0.
-    # Decoder and KI expert read the trunk's layer outputs like the tiny pi expert (`_TINY_EXPERT`).
-    "tiny_discrete": DiscreteConfig(vlm=_TINY_VLM, decoder=_TINY_EXPERT, expert=_TINY_EXPERT, chunk_len=8,
-                                    action_vocab=1024, max_action_tokens=48),
-    # Paper scale: Qwen3-VL-2B + a Gemma-300M-like decoder (and KI expert) over its 28 layers.
-    "qwen3vl2b_discrete": DiscreteConfig(
-        vlm=_QWEN_VLM, chunk_len=50, action_dim=7, state_dim=8, action_vocab=2048, max_action_tokens=256,
-        decoder=ExpertConfig(width=1024, depth=18, heads=8, kv_heads=1, head_dim=128),
-        expert=ExpertConfig(width=1024, depth=18, heads=8, kv_heads=1, head_dim=128)),
-}
-
-
-def get_discrete_config(name: str) -> DiscreteConfig:
-    try:
-        return DISCRETE_PRESETS[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, DISCRETE_PRESETS, n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise KeyError(f"unknown discrete model preset {name!r}.{hint} Known: {', '.join(DISCRETE_PRESETS)}") from None
-
-
-def build_from_config(model_cfg: dict[str, Any]) -> DiscreteVLA:
-    """A checkpoint's model config dict -> DiscreteVLA (random weights; `LearnedPolicy` loads them)."""
-    return DiscreteVLA(DiscreteConfig.from_dict(model_cfg))

@@ -1,4 +1,4 @@
-"""What both action experts share: one config dataclass and one call signature.
+"""What both action experts share: one config dataclass, one call signature and the Stage-2 fusion layers.
 
 An expert maps (VLM features, state, noisy action chunk, time) to a flow-matching velocity. The call is
 split in two so the VLM-dependent part (projected prefix keys/values, GR00T's adapter) is computed
@@ -18,9 +18,11 @@ import abc
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from apt.models.fusion import FusionConfig
+from apt.models.flow import FlowConfig, euler_sample, flow_matching_loss, initial_noise, sample_time
+from apt.models.fusion import FusionConfig, FusionKV
 from apt.models.vlm import VLMOutput
 
 
@@ -61,7 +63,16 @@ def attention_geometry(cfg: ExpertConfig, vlm_layers: int, what: str = "expert")
 
 
 class Expert(nn.Module, abc.ABC):
-    """Interface of an action expert (pi-style or GR00T-style)."""
+    """Interface of an action expert (pi-style or GR00T-style), with what both keep: their config and
+    chunk geometry, and the Stage-2 fusion layers (`fusion`: one per trunk layer, None in Stage 1)."""
+
+    action_out: nn.Linear  # the output head (its device is where inserted fusion layers go)
+
+    def __init__(self, cfg: ExpertConfig, *, state_dim: int, action_dim: int, chunk_len: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.chunk_len, self.action_dim, self.state_dim = chunk_len, action_dim, state_dim
+        self.fusion: nn.ModuleList | None = None
 
     @abc.abstractmethod
     def encode_prefix(self, vlm: VLMOutput, key_mask: Tensor | None = None) -> Any:
@@ -72,14 +83,53 @@ class Expert(nn.Module, abc.ABC):
         """state [B, S], x_t [B, H, A], t [B] -> velocity [B, H, A]."""
 
     @abc.abstractmethod
+    def make_fusion_layers(self, fusion: FusionConfig) -> nn.ModuleList:
+        """The Stage-2 fusion layers of this expert, one per trunk attention layer (validated)."""
+
     def insert_fusion_layers(self, fusion: FusionConfig) -> None:
         """Stage 1 -> Stage 2: add one gated fusion layer after each trunk attention layer."""
+        if self.fusion is not None:
+            raise RuntimeError("fusion layers already inserted")
+        self.fusion = self.make_fusion_layers(fusion).to(self.action_out.weight.device)
 
     @property
-    @abc.abstractmethod
     def has_fusion(self) -> bool:
         """True once Stage-2 fusion layers exist."""
+        return self.fusion is not None
+
+    def check_inputs(self, state: Tensor, x_t: Tensor, t: Tensor) -> tuple[int, int]:
+        """Validate `velocity`'s inputs against the chunk geometry; returns (batch, chunk length)."""
+        b, h, a = x_t.shape
+        assert (h, a) == (self.chunk_len, self.action_dim) and state.shape == (b, self.state_dim) and t.shape == (b,), \
+            (x_t.shape, state.shape, t.shape)
+        return b, h
+
+    def fuse(self, i: int, x: Tensor, prefix_fusion: list[FusionKV] | None) -> Tensor:
+        """After trunk layer i: the Stage-2 fusion layer i (identity in Stage 1)."""
+        if self.fusion is None:
+            return x
+        assert prefix_fusion is not None, "prefix was encoded before fusion layers were inserted"
+        return self.fusion[i](x, prefix_fusion[i])
 
     def forward(self, vlm: VLMOutput, state: Tensor, x_t: Tensor, t: Tensor,
                 key_mask: Tensor | None = None) -> Tensor:
         return self.velocity(self.encode_prefix(vlm, key_mask), state, x_t, t)
+
+    def flow_loss(self, prefix: Any, state: Tensor, actions: Tensor, flow: FlowConfig,
+                  generator: torch.Generator | None = None) -> Tensor:
+        """Flow-matching loss on clean normalised `actions` [B, H, A]; noise and times are drawn from
+        `generator` on its device (else on the actions' device), then moved to the actions."""
+        gdev = generator.device if generator is not None else actions.device
+        noise = torch.randn(actions.shape, generator=generator, device=gdev).to(actions)
+        t = sample_time(actions.shape[0], flow, gdev, generator).to(actions)
+        return flow_matching_loss(lambda x, tt: self.velocity(prefix, state, x, tt), actions, flow, noise=noise, t=t)
+
+    @torch.no_grad()
+    def sample(self, prefix: Any, state: Tensor, flow: FlowConfig, generator: torch.Generator | None = None,
+               num_steps: int | None = None, noise: Tensor | None = None) -> Tensor:
+        """Action chunks [B, H, A] by Euler steps from t=1 to t=0 (`num_steps`, else the flow config's),
+        starting from `noise` [B, H, A] when given, else drawn from `generator`."""
+        shape = (state.shape[0], self.chunk_len, self.action_dim)
+        noise = initial_noise(shape, state, generator, noise)
+        return euler_sample(lambda x, t: self.velocity(prefix, state, x, t), shape,
+                            num_steps or flow.num_steps, noise=noise)

@@ -77,9 +77,7 @@ class GrootExpert(Expert):
 
     def __init__(self, cfg: ExpertConfig, *, vlm_hidden: int, vlm_layers: int, state_dim: int,
                  action_dim: int, chunk_len: int, fusion: FusionConfig | None = None) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.chunk_len, self.action_dim, self.state_dim = chunk_len, action_dim, state_dim
+        super().__init__(cfg, state_dim=state_dim, action_dim=action_dim, chunk_len=chunk_len)
         w = cfg.width
         self.vlm_layer = cfg.vlm_layer if cfg.vlm_layer is not None else (vlm_layers + 1) // 2
         if not 0 <= self.vlm_layer <= vlm_layers:
@@ -94,24 +92,15 @@ class GrootExpert(Expert):
         self.blocks = nn.ModuleList(DiTBlock(w, cfg.heads, cfg.mlp_ratio, cross=(i % 2 == 0)) for i in range(cfg.depth))
         self.norm_out = AdaLayerNorm(w)
         self.action_out = nn.Linear(w, action_dim)
-        self.fusion: nn.ModuleList | None = None
         if fusion is not None:
             self.insert_fusion_layers(fusion)
 
-    @property
-    def has_fusion(self) -> bool:
-        return self.fusion is not None
-
-    def insert_fusion_layers(self, fusion: FusionConfig) -> None:
-        if self.fusion is not None:
-            raise RuntimeError("fusion layers already inserted")
+    def make_fusion_layers(self, fusion: FusionConfig) -> nn.ModuleList:
         if fusion.layer_map is not None:
             raise ValueError("the GR00T-style expert reads one VLM layer (ExpertConfig.vlm_layer); "
                              "FusionConfig.layer_map applies to the pi expert only")
-        dev = self.action_out.weight.device
-        self.fusion = nn.ModuleList(
-            GatedFusionLayer(self.cfg.width, self.cfg.width, self.cfg.heads, fusion) for _ in range(self.cfg.depth)
-        ).to(dev)
+        return nn.ModuleList(
+            GatedFusionLayer(self.cfg.width, self.cfg.width, self.cfg.heads, fusion) for _ in range(self.cfg.depth))
 
     def _adapt(self, feats: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
         """VLM features [B, T, D] restricted to `keep` -> adapted context [B, P, W] and its mask [B, P]."""
@@ -135,18 +124,13 @@ class GrootExpert(Expert):
         return GrootPrefix(cross_kv, fusion)
 
     def velocity(self, prefix: GrootPrefix, state: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        b, h, a = x_t.shape
-        assert (h, a) == (self.chunk_len, self.action_dim) and state.shape == (b, self.state_dim) and t.shape == (b,), \
-            (x_t.shape, state.shape, t.shape)
+        b, h = self.check_inputs(state, x_t, t)
         w = self.cfg.width
         temb = self.time_mlp(sincos_embedding(t, w).to(x_t.dtype))  # [B, W]
         x = torch.cat([self.state_enc(state)[:, None], self.future_tokens[None].expand(b, -1, -1),
                        self.action_enc(x_t)], dim=1) + self.pos  # [B, 1 + F + H, W]
         for i, blk in enumerate(self.blocks):
-            x = blk(x, temb, prefix.cross_kv[i])
-            if self.fusion is not None:
-                assert prefix.fusion is not None, "prefix was encoded before fusion layers were inserted"
-                x = self.fusion[i](x, prefix.fusion[i])
+            x = self.fuse(i, blk(x, temb, prefix.cross_kv[i]), prefix.fusion)
         out = self.action_out(self.norm_out(x[:, -h:], temb))
         assert out.shape == x_t.shape, (out.shape, x_t.shape)
         return out

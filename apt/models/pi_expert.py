@@ -98,10 +98,8 @@ class PiExpert(Expert):
 
     def __init__(self, cfg: ExpertConfig, *, vlm_hidden: int, vlm_layers: int, state_dim: int,
                  action_dim: int, chunk_len: int, fusion: FusionConfig | None = None) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg, state_dim=state_dim, action_dim=action_dim, chunk_len=chunk_len)
         self.vlm_hidden, self.vlm_layers = vlm_hidden, vlm_layers
-        self.chunk_len, self.action_dim, self.state_dim = chunk_len, action_dim, state_dim
         w = cfg.width
         self.head_dim, self.kv_heads, self.layer_map = attention_geometry(cfg, vlm_layers, "expert")
         self.state_in = nn.Linear(state_dim, w)
@@ -113,26 +111,17 @@ class PiExpert(Expert):
             for _ in range(cfg.depth))
         self.final_norm = RMSNorm(w)
         self.action_out = nn.Linear(w, action_dim)
-        self.fusion: nn.ModuleList | None = None
         self.fusion_map: tuple[int, ...] = ()
         if fusion is not None:
             self.insert_fusion_layers(fusion)
 
-    @property
-    def has_fusion(self) -> bool:
-        return self.fusion is not None
-
-    def insert_fusion_layers(self, fusion: FusionConfig) -> None:
-        if self.fusion is not None:
-            raise RuntimeError("fusion layers already inserted")
+    def make_fusion_layers(self, fusion: FusionConfig) -> nn.ModuleList:
         fmap = fusion.layer_map or self.layer_map
         if len(fmap) != self.cfg.depth or not all(0 <= i <= self.vlm_layers for i in fmap):
             raise ValueError(f"fusion layer_map {fmap} must have {self.cfg.depth} entries in [0, {self.vlm_layers}]")
         self.fusion_map = tuple(fmap)
-        dev = self.action_out.weight.device
-        self.fusion = nn.ModuleList(
-            GatedFusionLayer(self.cfg.width, self.vlm_hidden, self.cfg.heads, fusion, self.kv_heads)
-            for _ in range(self.cfg.depth)).to(dev)
+        return nn.ModuleList(GatedFusionLayer(self.cfg.width, self.vlm_hidden, self.cfg.heads, fusion, self.kv_heads)
+                             for _ in range(self.cfg.depth))
 
     def encode_prefix(self, vlm: VLMOutput, key_mask: Tensor | None = None) -> PiPrefix:
         keep = vlm.pad_mask if key_mask is None else key_mask & vlm.pad_mask
@@ -147,9 +136,7 @@ class PiExpert(Expert):
         return PiPrefix(kv, mask, fusion)
 
     def velocity(self, prefix: PiPrefix, state: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        b, h, a = x_t.shape
-        assert (h, a) == (self.chunk_len, self.action_dim) and state.shape == (b, self.state_dim) and t.shape == (b,), \
-            (x_t.shape, state.shape, t.shape)
+        b, h = self.check_inputs(state, x_t, t)
         w = self.cfg.width
         act = self.action_in(x_t)
         temb = sincos_embedding(t, w).to(act.dtype)[:, None].expand(-1, h, -1)
@@ -165,10 +152,7 @@ class PiExpert(Expert):
         mask = make_attn_mask(pad, starts)[:, p:]  # rows of the suffix queries: [B, 1 + H, P + 1 + H]
 
         for i, layer in enumerate(self.layers):
-            x = layer(x, *prefix.kv[i], mask)
-            if self.fusion is not None:
-                assert prefix.fusion is not None, "prefix was encoded before fusion layers were inserted"
-                x = self.fusion[i](x, prefix.fusion[i])
+            x = self.fuse(i, layer(x, *prefix.kv[i], mask), prefix.fusion)
         out = self.action_out(self.final_norm(x[:, 1:]))
         assert out.shape == x_t.shape, (out.shape, x_t.shape)
         return out

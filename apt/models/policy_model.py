@@ -20,7 +20,6 @@ checkpoint statistics is the policy wrapper's job.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,12 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from apt.models.backbones import build_vlm
 from apt.models.expert_base import Expert, ExpertConfig
-from apt.models.flow import FlowConfig, euler_sample, flow_matching_loss, initial_noise, sample_time
+from apt.models.flow import FlowConfig
 from apt.models.fusion import FusionConfig, fusion_parameter_names
 from apt.models.groot_expert import GrootExpert
 from apt.models.pi_expert import PiExpert
-from apt.models.vlm import VLM, FrozenFeatures, VLMConfig, VLMOutput, build_vlm
+from apt.models.vlm import VLM, FrozenFeatures, VLMConfig, VLMOutput
 
 ARCHS = ("pi0", "groot")
 STAGES = ("stage1", "stage2", "full")
@@ -99,8 +99,9 @@ def _from_dict(cls: type, d: dict[str, Any]) -> Any:
 
 # ------------------------------------------------------------------------------------------- model
 class VLMBacked(nn.Module):
-    """What every policy model on a VLM shares: tokenising through the VLM, and keeping a frozen VLM in
-    inference mode (no dropout) whatever `train()` is called with. Subclasses set `vlm_trains`."""
+    """What every policy model on a VLM shares: tokenising through the VLM, running it on a batch, and
+    keeping a frozen VLM in inference mode (no dropout) whatever `train()` is called with. Subclasses
+    set `vlm_trains`."""
 
     vlm: VLM
     vlm_trains: bool
@@ -108,6 +109,16 @@ class VLMBacked(nn.Module):
     def tokenize(self, instructions: list[str]) -> dict[str, Tensor]:
         """Instructions -> {"input_ids", "attention_mask"} for the batch (callers never touch a tokenizer)."""
         return self.vlm.tokenize(instructions)
+
+    def encode(self, batch: dict[str, Tensor], prefix: str = "") -> VLMOutput:
+        """Run the VLM once on the batch's `prefix`-ed inputs; without autograd when it is frozen
+        (memory, and no gradient by construction)."""
+        frozen = None
+        if prefix + "image_features" in batch:  # cached frozen-encoder outputs (training on a fixed demo set)
+            frozen = FrozenFeatures(batch[prefix + "image_features"], batch[prefix + "text_features"])
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.vlm_trains):
+            return self.vlm(batch.get(prefix + "images"), batch[prefix + "input_ids"],
+                            batch[prefix + "attention_mask"], frozen=frozen)
 
     def train(self, mode: bool = True) -> VLMBacked:
         super().train(mode)
@@ -132,15 +143,6 @@ class VLAModel(VLMBacked):
         self.vlm.set_trainable(cfg.vlm_trainable)
 
     # -- helpers
-
-    def encode(self, batch: dict[str, Tensor]) -> VLMOutput:
-        """Run the VLM once; without autograd when it is frozen (memory, and no gradient by construction)."""
-        frozen = None
-        if "image_features" in batch:  # cached frozen-encoder outputs (training on a fixed demo set)
-            frozen = FrozenFeatures(batch["image_features"], batch["text_features"])
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.vlm_trainable):
-            return self.vlm(batch.get("images"), batch["input_ids"], batch["attention_mask"], frozen=frozen)
-
     def trunk_key_mask(self, vlm_out: VLMOutput) -> Tensor | None:
         """Keys of the expert's trunk layers: image tokens only in stage1/stage2 (the prior), all in full."""
         return None if self.cfg.stage == "full" else vlm_out.vision_key_mask()
@@ -160,29 +162,20 @@ class VLAModel(VLMBacked):
     # -- training / inference
     def loss(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
         """Flow-matching MSE over the action chunk (scalar)."""
-        b = self._check(batch, need_actions=True)
+        self._check(batch, need_actions=True)
         vlm_out = self.encode(batch)
         prefix = self.expert.encode_prefix(vlm_out, self.trunk_key_mask(vlm_out))
-        actions, state = batch["actions"], batch["state"]
-        gdev = generator.device if generator is not None else actions.device
-        noise = torch.randn(actions.shape, generator=generator, device=gdev).to(actions)
-        t = sample_time(b, self.cfg.flow, gdev, generator).to(actions)
-        return flow_matching_loss(lambda x, tt: self.expert.velocity(prefix, state, x, tt),
-                                  actions, self.cfg.flow, noise=noise, t=t)
+        return self.expert.flow_loss(prefix, batch["state"], batch["actions"], self.cfg.flow, generator)
 
     @torch.no_grad()
     def sample_actions(self, batch: dict[str, Tensor], generator: torch.Generator | None = None,
                        num_steps: int | None = None, noise: Tensor | None = None) -> Tensor:
         """Normalised action chunks [B, H, A]: VLM + prefix once, then Euler steps from t=1 to t=0.
         `noise` [B, H, A] is the starting sample (else drawn from `generator`)."""
-        b = self._check(batch, need_actions=False)
+        self._check(batch, need_actions=False)
         vlm_out = self.encode(batch)
         prefix = self.expert.encode_prefix(vlm_out, self.trunk_key_mask(vlm_out))
-        state = batch["state"]
-        shape = (b, self.cfg.chunk_len, self.cfg.action_dim)
-        noise = initial_noise(shape, state, generator, noise)
-        return euler_sample(lambda x, t: self.expert.velocity(prefix, state, x, t), shape,
-                            num_steps or self.cfg.flow.num_steps, noise=noise)
+        return self.expert.sample(prefix, batch["state"], self.cfg.flow, generator, num_steps, noise)
 
     def param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
         """Optimizer groups: expert at `lr`; Stage-2 gate logits at lr * gate_lr_multiplier (no weight
@@ -228,63 +221,3 @@ def stage2_from_stage1(stage1: VLAModel, fusion: FusionConfig | None = None) -> 
     model.to(next(stage1.expert.parameters()).device)
     load_stage1_state_dict(model, stage1.state_dict())
     return model
-
-
-# ----------------------------------------------------------------------------------------- presets
-# Qwen3-VL-2B architecture numbers, used to size the real preset without its files (meta device); a
-# local checkpoint's own config.json always wins when weights are loaded.
-QWEN3_VL_2B_ARCH: dict[str, Any] = {
-    "model_type": "qwen3_vl",
-    "image_token_id": 151655, "video_token_id": 151656,
-    "vision_start_token_id": 151652, "vision_end_token_id": 151653, "tie_word_embeddings": True,
-    "text_config": {"hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 28,
-                    "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
-                    "max_position_embeddings": 262144,
-                    "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0,
-                                        "mrope_section": [24, 20, 20], "mrope_interleaved": True}},
-    "vision_config": {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16,
-                      "out_hidden_size": 2048, "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2,
-                      "num_position_embeddings": 2304, "deepstack_visual_indexes": [5, 11, 17]},
-}
-
-_DUMMY_VLM = VLMConfig(kind="tiny", pretrained_encoders=False, image_size=32, feature_stride=16, width=32,
-                       layers=2, heads=2, max_text_tokens=16)
-_DUMMY_EXPERT = ExpertConfig(width=32, depth=2, heads=2, mlp_ratio=2.0, adapter_layers=1, num_future_tokens=2)
-_TINY_VLM = VLMConfig(kind="tiny", pretrained_encoders=True, image_size=96, feature_stride=16, width=128,
-                      layers=4, heads=4, max_text_tokens=24)
-# The tiny expert reads the *outputs* of the 4 trunk layers (pi: layer i reads hidden_states[i + 1];
-# GR00T: the last one): vlm_tiny's grounding head is trained on the trunk's last layer, so that is
-# where the trunk puts "where is the thing the instruction names". (pi0 reads layer inputs 0..L-1 of
-# an 18-layer Gemma; with a 4-layer trunk that would hide the one grounded layer from the expert.)
-_TINY_EXPERT = ExpertConfig(width=128, depth=4, heads=4, mlp_ratio=4.0, adapter_layers=2, num_future_tokens=8,
-                            layer_map=(1, 2, 3, 4), vlm_layer=4)
-_QWEN_VLM = VLMConfig(kind="hf", name_or_path="Qwen/Qwen3-VL-2B-Instruct", image_size=224, max_text_tokens=48,
-                      dtype="bfloat16")
-
-PRESETS: dict[str, ModelConfig] = {
-    # Unit tests / CI: random stand-in encoders, a few thousand parameters per module, no weights read.
-    "dummy_pi0": ModelConfig(arch="pi0", vlm=_DUMMY_VLM, expert=_DUMMY_EXPERT, chunk_len=4, action_dim=4, state_dim=4),
-    "dummy_groot": ModelConfig(arch="groot", vlm=_DUMMY_VLM, expert=_DUMMY_EXPERT, chunk_len=4, action_dim=4,
-                               state_dim=4, flow=FlowConfig(num_steps=4)),
-    # The embedded default (tabletop on CPU): MiniLM + EfficientNet-Lite0 + 4x128 trunk, 4x128 expert.
-    "tiny_pi0": ModelConfig(arch="pi0", vlm=_TINY_VLM, expert=_TINY_EXPERT, chunk_len=8),
-    "tiny_groot": ModelConfig(arch="groot", vlm=_TINY_VLM, expert=_TINY_EXPERT, chunk_len=8,
-                              flow=FlowConfig(num_steps=4)),
-    # Paper scale: Qwen3-VL-2B (hub name or set vlm.name_or_path to a local copy) + ~300M expert.
-    "qwen3vl2b_pi0": ModelConfig(arch="pi0", vlm=_QWEN_VLM, chunk_len=50, action_dim=7, state_dim=8,
-                                 expert=ExpertConfig(width=1024, depth=18, heads=8, kv_heads=1, head_dim=128)),
-    "qwen3vl2b_groot": ModelConfig(arch="groot", vlm=_QWEN_VLM, chunk_len=16, action_dim=7, state_dim=8,
-                                   flow=FlowConfig(num_steps=4),
-                                   expert=ExpertConfig(width=1024, depth=16, heads=8, adapter_layers=4,
-                                                       num_future_tokens=32, vlm_layer=12)),
-}
-
-
-def get_model_config(name: str) -> ModelConfig:
-    """Preset by name; a typo gets a "did you mean" hint."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, PRESETS, n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise KeyError(f"unknown model preset {name!r}.{hint} Known: {', '.join(PRESETS)}") from None

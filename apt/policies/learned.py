@@ -18,35 +18,12 @@ import torch
 from apt.checkpoints import (CheckpointMeta, action_spec_from, check_suite, checkpoint_sha256, load_weights,
                              observation_spec_from, read_meta)
 from apt.devices import resolve_device
+from apt.models.builders import build_model
 from apt.models.hooks import RelaxedDecoding
 from apt.policies.transforms import Normalizer, observations_to_batch
 from benchmarks.base import BenchError, Observation, PolicySpec, Suite, sample_seed
 
 log = logging.getLogger(__name__)
-
-# Checkpoint recipe name -> "module:function" building the model from its config dict (one table, no
-# isinstance checks): the flow-matching VLAModel for apt/baseline, the token-decoding DiscreteVLA for
-# discrete/ki. Recipes not listed use the default.
-MODEL_BUILDERS: dict[str, str] = {
-    "discrete": "apt.models.discrete:build_from_config",
-    "ki": "apt.models.discrete:build_from_config",
-}
-DEFAULT_MODEL_BUILDER = "apt.policies.learned:build_vla_model"
-
-
-def build_vla_model(model_cfg: dict[str, Any]) -> Any:
-    from apt.models.policy_model import ModelConfig, VLAModel
-
-    return VLAModel(ModelConfig.from_dict(model_cfg))
-
-
-def build_model(meta: Any) -> Any:
-    """The model a checkpoint's config describes (random weights), chosen by its recipe."""
-    import importlib
-
-    target = MODEL_BUILDERS.get(str(meta.recipe.get("name", "")), DEFAULT_MODEL_BUILDER)
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)(meta.model)
 
 
 class LearnedPolicy:

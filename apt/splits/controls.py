@@ -12,10 +12,9 @@ import hashlib
 import random
 from typing import Sequence
 
-from apt.registry import unknown
 from apt.splits.instruction_set import InstructionEntry, InstructionSet, generated_set, normalize_instruction
 from apt.splits.names import CONTROL_SPLITS
-from benchmarks.base import BenchError, TaskSpec
+from benchmarks.base import BenchError, TaskSpec, unknown
 
 
 def _stable_int(*parts: object) -> int:

@@ -18,13 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from apt.registry import did_you_mean
 from apt.splits.controls import derive_control
 from apt.splits.instruction_set import (InstructionSet, is_shipped, load_instruction_set, looks_like_path,
                                         shipped_path, split_names, training_set)
 from apt.splits.names import CONTROL_SPLITS, SPLITS, TRAIN_SPLIT
 from apt.splits.validate import check_instruction_set
-from benchmarks.base import BenchError, TaskSpec
+from benchmarks.base import BenchError, TaskSpec, did_you_mean
 
 
 def load_split(suite_name: str, split: str, tasks: Sequence[TaskSpec]) -> InstructionSet:

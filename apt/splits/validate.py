@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from apt.registry import did_you_mean
 from apt.splits.instruction_set import InstructionEntry, InstructionSet, is_shipped, normalize_instruction
 from apt.splits.names import TRAIN_SPLIT, TRAINING_TASK_SPLITS
-from benchmarks.base import TaskSpec
+from benchmarks.base import TaskSpec, did_you_mean
 
 
 def _vocabulary(texts: Iterable[str]) -> set[str]:

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from benchmarks.base import BenchError, Suite
+from benchmarks.base import BenchError, Suite, unknown
 from apt.policies.names import LEARNED_POLICIES
-from apt.registry import get_suite, unknown
+from apt.registry import get_suite
 
 if TYPE_CHECKING:
     from apt.training.trainer import TrainConfig
@@ -93,11 +93,12 @@ def _split_name(policy: str) -> tuple[str, str]:
 
 
 def _model_config(opts: RecipeOptions, arch: str, suite: Suite):
-    from apt.models.policy_model import get_model_config
+    from apt.models.builders import get_preset
+    from apt.models.policy_model import ModelConfig
 
     name = opts.preset or f"tiny_{arch}"
     try:
-        cfg = get_model_config(name)
+        cfg = get_preset(name, ModelConfig)
     except KeyError as err:
         raise BenchError(str(err.args[0])) from None
     if cfg.arch != arch:
@@ -185,7 +186,7 @@ def _load_demos(opts: RecipeOptions, suite: Suite) -> Any:
 
 
 def _train_vlm(opts: RecipeOptions, suite: Suite) -> int:
-    from apt.models.vlm import TinyVLM
+    from apt.models.tiny_vlm import TinyVLM
     from apt.training.trainer import TrainConfig, precision_flag
     from apt.training.vl_pointing import make_pointing_data
     from apt.training.vl_pretrain import make_vl_dataset, pretrain_vlm
@@ -302,11 +303,12 @@ def _train_policy(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -> 
 
 
 def _discrete_config(opts: RecipeOptions, suite: Suite):
-    from apt.models.discrete import get_discrete_config
+    from apt.models.builders import get_preset
+    from apt.models.discrete import DiscreteConfig
 
     name = opts.preset or "tiny_discrete"
     try:
-        cfg = get_discrete_config(name)
+        cfg = get_preset(name, DiscreteConfig)
     except KeyError as err:
         raise BenchError(str(err.args[0])) from None
     cfg = cfg.replace(action_dim=suite.action_spec.dim, state_dim=suite.observation_spec.state_dim)
@@ -317,7 +319,7 @@ def _train_discrete(opts: RecipeOptions, recipe: str, arch: str, suite: Suite) -
     """discrete_* / ki_pi0: fit the FAST tokenizer, render VL scenes, co-train, save (tokenizer inside)."""
     from apt.models.action_tokens import TOKENIZER_FILE, ActionTokenizer
     from apt.models.discrete import DiscreteVLA
-    from apt.models.vlm import build_vlm
+    from apt.models.backbones import build_vlm
     from apt.training import distributed
     from apt.training.batches import build_training_data, fit_normalizers
     from apt.checkpoints import save_checkpoint

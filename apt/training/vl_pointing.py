@@ -29,7 +29,9 @@ import torch
 from torch import Tensor
 
 from benchmarks.base import BenchError
-from apt.models.vlm import FrozenFeatures, TinyVLM, pooled_language
+from apt.models.tiny_vlm import TinyVLM
+from apt.models.vl_objectives import pooled_language
+from apt.models.vlm import FrozenFeatures
 from apt.training.batches import TrainingData, build_training_data, fit_normalizers
 from apt.demos.native import Demos
 

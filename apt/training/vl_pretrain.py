@@ -29,7 +29,9 @@ from torch import Tensor, nn
 
 from benchmarks.base import BenchError, Suite
 from apt.policies.transforms import stack_images
-from apt.models.vlm import FrozenFeatures, TinyVLM, VLMOutput, pooled_language, vl_pretrain_loss
+from apt.models.tiny_vlm import TinyVLM
+from apt.models.vl_objectives import pooled_language, vl_pretrain_loss
+from apt.models.vlm import FrozenFeatures, VLMOutput
 from apt.training.trainer import TrainConfig, TrainResult, train_loop
 from apt.training.vl_pointing import PointingData, evaluate_pointing, pointing_loss
 

@@ -42,7 +42,7 @@ TINY_QWEN3_VL: dict[str, Any] = {
 
 
 def _hf_config(size: str) -> dict[str, Any]:
-    from apt.models.policy_model import QWEN3_VL_2B_ARCH
+    from apt.models.builders import QWEN3_VL_2B_ARCH
 
     return QWEN3_VL_2B_ARCH if size == "real" else TINY_QWEN3_VL
 
@@ -58,9 +58,10 @@ def build_model(policy: str, size: str, dtype: str) -> tuple[torch.nn.Module, An
     recipe, _, arch = policy.partition("_")
     if recipe == "discrete":
         from apt.models.action_tokens import ActionTokenizer
-        from apt.models.discrete import DiscreteVLA, get_discrete_config
+        from apt.models.builders import get_preset
+        from apt.models.discrete import DiscreteConfig, DiscreteVLA
 
-        cfg = get_discrete_config("qwen3vl2b_discrete")
+        cfg = get_preset("qwen3vl2b_discrete", DiscreteConfig)
         cfg = cfg.replace(vlm=dataclasses.replace(cfg.vlm, hf_config=_hf_config(size), dtype=dtype))
         if size != "real":
             cfg = cfg.replace(decoder=_shrink_expert(cfg.decoder), expert=_shrink_expert(cfg.expert), action_vocab=512)
@@ -70,9 +71,10 @@ def build_model(policy: str, size: str, dtype: str) -> tuple[torch.nn.Module, An
         cfg = cfg.replace(tokenizer=tok.to_dict(), max_action_tokens=max(cfg.max_action_tokens, longest + 8))
         return DiscreteVLA(cfg), cfg
     from apt.models.fusion import FusionConfig
-    from apt.models.policy_model import VLAModel, get_model_config
+    from apt.models.builders import get_preset
+    from apt.models.policy_model import ModelConfig, VLAModel
 
-    cfg = get_model_config(f"qwen3vl2b_{arch}")
+    cfg = get_preset(f"qwen3vl2b_{arch}", ModelConfig)
     # APT's costlier stage: Stage 2 with the VLM unfrozen at a tenth of the LR; baseline: end to end.
     stage = {"apt": "stage2", "baseline": "full"}[recipe]
     cfg = cfg.replace(stage=stage, fusion=FusionConfig(unfreeze_vlm=True),

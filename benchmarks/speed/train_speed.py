@@ -34,11 +34,12 @@ def _model_and_batches(policy: str, size: str, demos, suite, batch_size: int):
     sn, an = fit_normalizers(demos)
     if recipe in ("discrete", "ki"):
         from apt.models.action_tokens import ActionTokenizer
-        from apt.models.discrete import DiscreteVLA, get_discrete_config
-        from apt.models.vlm import build_vlm
+        from apt.models.backbones import build_vlm
+        from apt.models.builders import get_preset
+        from apt.models.discrete import DiscreteConfig, DiscreteVLA
         from apt.training.vl_data import build_vl_data, discrete_batches, render_scenes
 
-        cfg = get_discrete_config(f"{size}_discrete").replace(ki=recipe == "ki", action_dim=4, state_dim=4)
+        cfg = get_preset(f"{size}_discrete", DiscreteConfig).replace(ki=recipe == "ki", action_dim=4, state_dim=4)
         chunks = an.normalize(demos.actions)[chunk_indices(demos.episode_starts, cfg.chunk_len)]
         tok = ActionTokenizer.fit(chunks, vocab_size=cfg.action_vocab)
         longest = max(len(t) for t in tok.encode_batch(chunks))
@@ -51,10 +52,11 @@ def _model_and_batches(policy: str, size: str, demos, suite, batch_size: int):
         batches = discrete_batches(data, model.action_targets(data.action_chunks), build_vl_data(scenes, model),
                                    batch_size, max(1, batch_size // 4), seed=0)
         return model, model.param_groups(3e-4), batches
-    from apt.models.policy_model import VLAModel, get_model_config
+    from apt.models.builders import get_preset
+    from apt.models.policy_model import ModelConfig, VLAModel
 
     stage = {"apt": "stage2", "baseline": "full"}[recipe]  # Stage 2 is APT's costlier stage
-    cfg = get_model_config(f"{size}_{arch}").replace(stage=stage, action_dim=4, state_dim=4)
+    cfg = get_preset(f"{size}_{arch}", ModelConfig).replace(stage=stage, action_dim=4, state_dim=4)
     model = VLAModel(cfg)
     data = build_training_data(demos, model, cfg.chunk_len, ("front",), sn, an, progress=False)
     return model, model.param_groups(3e-4), data.sampler(batch_size, 0)
