@@ -322,14 +322,15 @@ def test_training_reads_libero_files_for_its_cameras_only(tmp_path):
     agentview reads them (the loader's default wants both cameras and says so)."""
     from types import SimpleNamespace
 
-    from apt.training.recipes import RecipeOptions, _load_demos
+    from apt.training.options import TrainOptions
+    from apt.training.recipes.common import load_training_demos
 
     root = tmp_path / "libero_goal"
     write_libero(root / f"{DRAWER}_demo.hdf5", DRAWER, {"demo_0": _episode(np.random.default_rng(1), 4)},
                  cameras=("agentview_rgb",))
-    opts = RecipeOptions(policy="apt_pi0", suite="libero_goal", demos=str(root), cameras=("agentview",))
-    # _load_demos hands suite.name to the loader, which also takes a Suite (no LIBERO install needed)
-    demos = _load_demos(opts, SimpleNamespace(name=StubSuite(), version=None))
+    opts = TrainOptions(policy="apt_pi0", demos=str(root), cameras=("agentview",))
+    # load_training_demos hands suite.name to the loader, which also takes a Suite (no LIBERO install needed)
+    demos = load_training_demos(opts, SimpleNamespace(name=StubSuite(), version=None))
     assert list(demos.images) == ["agentview"] and len(demos.actions) == 4
     with pytest.raises(BenchError, match="no 'obs/eye_in_hand_rgb'"):
         load_demos(root, suite=StubSuite(), compute_hash=False)
