@@ -1,5 +1,9 @@
 """`apt-bench` command line: argument parsing only; each subcommand calls one function elsewhere.
 
+`train`, `demos` and `splits` receive their `--suite` as a Suite (resolved here by the registry);
+`train` receives its other options as one `TrainOptions` (apt/training/options.py), from whose
+fields its flags are built.
+
 User errors (BenchError) print one clear line and exit 2; nothing else is caught, so bugs keep
 their tracebacks.
 """

@@ -79,9 +79,8 @@ def training_command(config: dict[str, Any], out: str) -> str:
     if opts.policy == "vlm_tiny":
         return " ".join(["apt-bench train", *opts.command_parts(("policy", "demos", "steps", "out"))])
     changed = [name for name in _WHERE_SET if getattr(opts, name) != TrainOptions.default(name)]
-    if opts.unfreeze_vlm:
-        changed = ["unfreeze_vlm", "vlm_lr_multiplier"] + [n for n in changed if n not in ("unfreeze_vlm",
-                                                                                        "vlm_lr_multiplier")]
+    if opts.unfreeze_vlm:  # the switch (first in the list) brings its multiplier right after it, whatever its value
+        changed = ["unfreeze_vlm", "vlm_lr_multiplier"] + [n for n in changed[1:] if n != "vlm_lr_multiplier"]
     return " ".join(["apt-bench train", *opts.command_parts(["policy"]), f"--suite {config['suite']}",
                      *opts.command_parts([*_ALWAYS, *changed, "threads", "out"])])
 
