@@ -12,8 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from apt.policies.names import LEARNED_POLICIES
+from apt.policies.names import LEARNED_POLICIES, SHIPPED_CHECKPOINTS
 from benchmarks.base import BenchError, Policy, Suite, unknown
+
+
+def import_target(target: str) -> Any:
+    """The object a `"package.module:attribute"` string names, imported now: how registered names
+    and the CLI's subcommands reach their code only when asked for (ARCHITECTURE.md, lazy imports)."""
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 @dataclass(frozen=True)
@@ -25,8 +32,7 @@ class Entry:
     help: str
 
     def load(self) -> Callable[..., Any]:
-        module, _, attr = self.target.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return import_target(self.target)
 
 
 def _table(*entries: Entry) -> dict[str, Entry]:
@@ -58,9 +64,9 @@ POLICIES: dict[str, Entry] = _table(
 
 # URL schemes of remote policies -> "module:callable(url, suite)" building the client policy.
 REMOTE_SCHEMES: dict[str, str] = {"openpi://": "apt.policies.openpi_client:connect"}
+# Checkpoint directory -> LearnedPolicy (pulls in torch and the models, so only when asked for).
+LEARNED_POLICY_LOADER = "apt.policies.learned:load_policy"
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CHECKPOINT_ROOT = REPO_ROOT / "checkpoints"
 
 
 _PLUGIN_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -92,20 +98,17 @@ def build_policy(name: str, suite: Suite, *, seed: int = 0, device: str = "cpu")
     """
     for scheme, target in REMOTE_SCHEMES.items():
         if name.startswith(scheme):
-            module, _, attr = target.partition(":")
-            return getattr(importlib.import_module(module), attr)(name, suite)
+            return import_target(target)(name, suite)
     if name in POLICIES:
         return POLICIES[name].load()(suite=suite, seed=seed)
     path = Path(name)
     if name in LEARNED_POLICIES:
-        path = CHECKPOINT_ROOT / suite.name / name
+        path = SHIPPED_CHECKPOINTS / suite.name / name
         if not (path / "config.json").is_file():
             raise BenchError(
                 f"no checkpoint for {name!r} on suite {suite.name!r} at {path}; train one with "
                 f"`apt-bench train --policy {name} --suite {suite.name} --out DIR` and pass "
                 f"`--policy DIR`")
     if path.is_dir() or "/" in name or name.endswith(".safetensors") or path.exists():
-        from apt.policies.learned import load_policy  # lazy: pulls in torch and the models
-
-        return load_policy(path, suite=suite, device=device)
+        return import_target(LEARNED_POLICY_LOADER)(path, suite=suite, device=device)
     raise unknown("policy", name, policy_names() + ("<checkpoint directory>",))

@@ -11,7 +11,7 @@ import difflib
 import hashlib
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Protocol, TypedDict, runtime_checkable
+from typing import Any, Literal, Mapping, Protocol, Sequence, TypedDict, runtime_checkable
 
 import numpy as np
 
@@ -240,6 +240,30 @@ class Suite(Protocol):
                  cameras: tuple[str, ...] | None = None) -> Env: ...
 
     def expert(self, task_id: str) -> Policy: ...
+
+
+@runtime_checkable
+class SceneLanguage(Protocol):
+    """Optional suite hook: ground-truth language about a scene, read from an observation's
+    `privileged` state, for vision-language training of a policy's VLM.
+
+    `caption_pairs` feeds image-text matching (`apt-bench train --policy vlm_tiny`,
+    apt/training/vl_pretrain.py); `scene_questions` feeds the discrete recipes' VL co-training
+    (apt/training/vl_data.py). Suites without it train policies all the same, but not these two
+    (training says so). The tabletop suite implements it (benchmarks/tabletop/captions.py,
+    questions.py).
+    """
+
+    def caption_pairs(self, privileged: Mapping[str, Any], n: int, rng: np.random.Generator,
+                      kinds: Sequence[str] | None = None) -> list[tuple[str, str, str, str]]:
+        """Up to `n` (true caption, false caption, kind, edit) of one scene, each false caption a
+        minimal edit of its true one; `kinds`: only these statement kinds (None: all)."""
+        ...
+
+    def scene_questions(self, privileged: Mapping[str, Any], grid_m: float = 0.0) -> list[tuple[str, str]]:
+        """(question, answer) pairs that hold in the scene; `grid_m` > 0 adds where-exactly questions
+        answered by the cell on a `grid_m`-metre grid."""
+        ...
 
 
 def check_compatible(suite_action: ActionSpec, suite_obs: ObservationSpec, policy: PolicySpec) -> None:

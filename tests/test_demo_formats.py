@@ -324,14 +324,15 @@ def test_libero_feeds_training(libero_dir):
 def test_training_reads_libero_files_for_its_cameras_only(tmp_path):
     """`apt-bench demos --cameras agentview` writes files without the wrist camera; training on
     agentview reads them (the loader's default wants both cameras and says so)."""
-    from apt.training.recipes import RecipeOptions, _load_demos
+    from apt.training.options import TrainOptions
+    from apt.training.recipes.common import load_training_demos
 
     root = tmp_path / "libero_goal"
     write_libero(root / f"{DRAWER}_demo.hdf5", DRAWER, {"demo_0": _episode(np.random.default_rng(1), 4)},
                  cameras=("agentview_rgb",))
-    opts = RecipeOptions(policy="apt_pi0", suite="libero_goal", demos=str(root), cameras=("agentview",))
-    # _load_demos hands the suite to the loader (a stand-in: no LIBERO install needed)
-    demos = _load_demos(opts, StubSuite())
+    opts = TrainOptions(policy="apt_pi0", demos=str(root), cameras=("agentview",))
+    # load_training_demos hands the suite to the loader (a stand-in: no LIBERO install needed)
+    demos = load_training_demos(opts, StubSuite())
     assert list(demos.images) == ["agentview"] and len(demos.actions) == 4
     with pytest.raises(BenchError, match="no 'obs/eye_in_hand_rgb'"):
         load_demos(root, suite=StubSuite(), compute_hash=False)

@@ -217,7 +217,8 @@ def test_real_size_preset_builds_on_meta_device():
 def test_vl_grid_questions_name_each_objects_cell(suite):
     """--vl-grid: every block and receptacle gets its table-grid cell; the cells follow the
     privileged positions (one cell to the right per grid step) and stay off without a grid."""
-    from apt.training.vl_data import _TABLE_MIN, render_scenes, scene_questions
+    from apt.training.vl_data import render_scenes
+    from benchmarks.tabletop.questions import _TABLE_MIN, scene_questions
 
     lo = np.array([*_TABLE_MIN, 0.0])
     priv = {"blocks": {"red": lo + [0.001, 0.001, 0.02], "blue": lo + [0.051, 0.031, 0.02]},

@@ -64,3 +64,19 @@ def test_training_command_reproduces_the_recorded_threads_and_cameras():
     assert "--precision" not in cmd  # auto (and checkpoints from before it was recorded)
     config["recipe"]["precision"] = "bf16"
     assert "--precision bf16" in training_command(config, "x")
+
+
+def test_training_command_regenerates_every_shipped_manifest():
+    """The command each shipped MANIFEST.json records is exactly what its config.json regenerates."""
+    from pathlib import Path
+
+    from apt.training.ship import training_command
+
+    root = Path(__file__).resolve().parent.parent
+    manifests = sorted((root / "checkpoints").rglob(MANIFEST_FILE))
+    assert manifests
+    for path in manifests:
+        manifest = json.loads(path.read_text())
+        for name, entry in manifest["checkpoints"].items():
+            config = json.loads((path.parent / name / "config.json").read_text())
+            assert training_command(config, f"{manifest['folder']}/{name}") == entry["command"], (path, name)

@@ -160,6 +160,21 @@ def dataset():
     return make_vl_dataset(TabletopSuite(), n_scenes=120, seed=0, image_size=64, heldout_scenes=40)
 
 
+def test_vision_language_data_comes_from_the_suites_scene_language_hook():
+    """Tabletop declares captions and questions (benchmarks.base.SceneLanguage); a suite without the
+    hook cannot be pretrained on (clear message) nor asked co-training questions."""
+    from apt.training.vl_data import render_scenes
+    from apt.training.vl_pretrain import make_vl_dataset
+    from benchmarks.base import BenchError, SceneLanguage
+    from tests.stub_suite import StubSuite
+
+    assert isinstance(TabletopSuite(), SceneLanguage) and not isinstance(StubSuite(), SceneLanguage)
+    with pytest.raises(BenchError, match="captions exist for the tabletop suite only, not 'stub'"):
+        make_vl_dataset(StubSuite(), n_scenes=4)
+    with pytest.raises(BenchError, match="has no questions about its scenes"):
+        render_scenes(StubSuite(), 1, image_size=8, cameras=("front",))
+
+
 def test_dataset_is_balanced_paired_and_on_fresh_seeds(dataset):
     from apt.training.vl_pretrain import VL_PRETRAIN_SEED_BASE
 

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from apt.policies.transforms import Normalizer, channels_first
 from apt.demos.native import Demos
+from benchmarks.base import BenchError
 
 
 def chunk_indices(episode_starts: np.ndarray, chunk: int) -> np.ndarray:
@@ -139,8 +140,6 @@ def build_training_data(demos: Demos, model: torch.nn.Module, chunk: int, camera
     """Chunk, normalise and (when the backbone allows) pre-encode a demo set for `model`."""
     missing = [c for c in cameras if c not in demos.images]
     if missing:
-        from benchmarks.base import BenchError
-
         raise BenchError(f"demonstrations at {demos.path} have no camera(s) {missing} "
                          f"(they have {list(demos.images)}); regenerate them or choose other cameras")
     idx = chunk_indices(demos.episode_starts, chunk)

@@ -14,7 +14,6 @@ repository must stay small (target <= 8 MB per checkpoint).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -25,9 +24,9 @@ from safetensors.torch import load_file, save_file
 
 from benchmarks.base import BenchError
 from apt.checkpoints import CONFIG_FILE, WEIGHTS_FILE, checkpoint_sha256
-from apt.training.recipes import RecipeOptions
+from apt.training.options import TrainOptions
+from apt.training.recipes.common import VLM_FILE
 
-VLM_WEIGHTS_FILE = "vlm.safetensors"
 MANIFEST_FILE = "MANIFEST.json"
 
 
@@ -45,34 +44,45 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def training_command(config: dict[str, Any], out: str) -> str:
-    """The `apt-bench train` call that regenerates a checkpoint, from what its config records."""
+# A regenerated command spells out these options always, in this order (the manifests' order) ...
+_ALWAYS = ("demos", "steps", "batch_size", "lr", "seed", "cameras", "vlm")
+# ... then these where they differ from their defaults (--unfreeze-vlm brings its multiplier along).
+_WHERE_SET = ("unfreeze_vlm", "vl_ratio", "vl_grid_cm", "fast_scale", "ema_decay", "precision", "vlm_lr_multiplier")
+# Options the recipes record in config.json under the same name (older checkpoints did not record
+# some of them: they used the defaults). discrete / ki record `vlm_lr_multiplier` (the trunk's LR /
+# the decoder's) only where it is not 1; apt's is in the model's fusion config.
+_RECORDED = ("vl_ratio", "vl_grid_cm", "fast_scale", "ema_decay", "precision")
+
+
+def recorded_options(config: dict[str, Any], out: str) -> TrainOptions:
+    """The options of the `apt-bench train` call that made a checkpoint, from its config.json."""
     recipe = config.get("recipe", {})
     if config.get("policy") == "vlm_tiny":
-        train = config.get("train", {})
-        parts = ["apt-bench train --policy vlm_tiny", f"--demos {config.get('demos') or 'demos/tabletop'}",
-                 f"--steps {train.get('steps')}"]
-        return " ".join(parts + [f"--out {out}"])
-    parts = [f"apt-bench train --policy {config['policy']}", f"--suite {config['suite']}",
-             f"--demos {recipe.get('demos') or 'demos/' + config['suite']}", f"--steps {recipe.get('steps')}",
-             f"--batch-size {recipe.get('batch_size')}", f"--lr {recipe.get('lr')}", f"--seed {recipe.get('seed')}"]
-    parts.append("--cameras " + " ".join(config.get("observation_spec", {}).get("cameras") or ["front"]))
-    vlm = recipe.get("vlm_init")
-    parts.append(f"--vlm {vlm}" if vlm and vlm != "random" else "--vlm none")
+        return TrainOptions(policy="vlm_tiny", demos=config.get("demos") or "demos/tabletop",
+                            steps=config.get("train", {}).get("steps"), out=out)
     fusion = config.get("model", {}).get("fusion") or {}
-    if recipe.get("name") == "apt" and fusion.get("unfreeze_vlm"):
-        parts.append(f"--unfreeze-vlm --vlm-lr-multiplier {fusion.get('vlm_lr_multiplier')}")
-    # Options the recipe records, where they differ from RecipeOptions' defaults (older checkpoints
-    # did not record them: they used the defaults). discrete / ki record `vlm_lr_multiplier` (the
-    # trunk's LR / the decoder's) only where it is not 1.
-    defaults = {f.name: f.default for f in dataclasses.fields(RecipeOptions)}
-    for key, flag in (("vl_ratio", "--vl-ratio"), ("vl_grid_cm", "--vl-grid"), ("fast_scale", "--fast-scale"),
-                      ("ema_decay", "--ema-decay"), ("precision", "--precision"),
-                      ("vlm_lr_multiplier", "--vlm-lr-multiplier")):
-        if recipe.get(key, defaults[key]) != defaults[key]:
-            parts.append(f"{flag} {recipe[key]}")
-    # Checkpoints from before the recipe recorded its threads were all trained on one.
-    return " ".join(parts + [f"--threads {recipe.get('threads') or 1}", f"--out {out}"])
+    unfreeze = bool(recipe.get("name") == "apt" and fusion.get("unfreeze_vlm"))
+    vlm = recipe.get("vlm_init")
+    return TrainOptions(
+        policy=config["policy"], demos=recipe.get("demos") or "demos/" + config["suite"], out=out,
+        steps=recipe.get("steps"), batch_size=recipe.get("batch_size"), lr=recipe.get("lr"),
+        seed=recipe.get("seed"), cameras=config.get("observation_spec", {}).get("cameras") or ["front"],
+        vlm=vlm if vlm and vlm != "random" else "none", unfreeze_vlm=unfreeze,
+        vlm_lr_multiplier=fusion.get("vlm_lr_multiplier") if unfreeze else recipe.get("vlm_lr_multiplier"),
+        threads=recipe.get("threads") or 1,  # before the recipe recorded its threads, all ran on one
+        **{key: recipe[key] for key in _RECORDED if key in recipe})
+
+
+def training_command(config: dict[str, Any], out: str) -> str:
+    """The `apt-bench train` call that regenerates a checkpoint, from what its config records."""
+    opts = recorded_options(config, out)
+    if opts.policy == "vlm_tiny":
+        return " ".join(["apt-bench train", *opts.command_parts(("policy", "demos", "steps", "out"))])
+    changed = [name for name in _WHERE_SET if getattr(opts, name) != TrainOptions.default(name)]
+    if opts.unfreeze_vlm:  # the switch (first in the list) brings its multiplier right after it, whatever its value
+        changed = ["unfreeze_vlm", "vlm_lr_multiplier"] + [n for n in changed[1:] if n != "vlm_lr_multiplier"]
+    return " ".join(["apt-bench train", *opts.command_parts(["policy"]), f"--suite {config['suite']}",
+                     *opts.command_parts([*_ALWAYS, *changed, "threads", "out"])])
 
 
 def ship(folder: str | Path, dtype: torch.dtype = torch.float16,
@@ -85,7 +95,7 @@ def ship(folder: str | Path, dtype: torch.dtype = torch.float16,
         raise BenchError(f"{root} is not a directory of checkpoints")
     entries: dict[str, Any] = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        weights = next((d / f for f in (WEIGHTS_FILE, VLM_WEIGHTS_FILE) if (d / f).is_file()), None)
+        weights = next((d / f for f in (WEIGHTS_FILE, VLM_FILE) if (d / f).is_file()), None)
         if weights is None or not (d / CONFIG_FILE).is_file():
             continue
         to_dtype(weights, dtype)

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from apt.devices import resolve_device
+from apt.training import distributed
 from benchmarks.base import BenchError
 
 
@@ -139,8 +140,6 @@ def train_loop(model: nn.Module, param_groups: list[dict[str, Any]], batches: It
     groups = [g for g in param_groups if any(p.requires_grad for p in g["params"])]
     if not groups:
         raise BenchError(f"{desc}: nothing to train (every parameter is frozen)")
-    from apt.training import distributed
-
     ctx = distributed.current()
     device = resolve_device(ctx.device(cfg.device))
     seed_everything(cfg.seed)  # same seed on every rank: identical init (DDP also broadcasts rank 0's)

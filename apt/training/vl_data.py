@@ -6,21 +6,8 @@ where vision-language pretraining of the tiny trunk uses image-caption matching.
 layouts of the suite rendered at the demonstrations' image size and cameras, so VL images look like
 the policy's frames; answers are generated from the simulator's privileged state (ground truth).
 
-Question templates (tabletop; every answer is a few words from a closed vocabulary):
-  * "which blocks are in order from left to right?"      -> "green red yellow blue"
-  * "which receptacles are in order from left to right?" -> "bowl box plate"
-  * "where is the <colour> block?"                       -> "left front" (x: left/center/right; y: front/back)
-  * "which block is nearest to the <receptacle>?"        -> "<colour>"
-  * "is the <colour> block left or right of the <receptacle>?" -> "left" / "right"
-Left/right are as seen from the front camera (-x is left), front is the camera side (-y).
-These name the same attributes the instructions do (colours, receptacles, sides), which is the
-grounding co-training is meant to keep alive in the VLM.
-
-With a position grid (`grid_m` > 0, `apt-bench train --vl-grid CM`) every object also gets
-  * "where exactly is the <colour> block?" / "... the <receptacle>?" -> "7 3"
-(its x and y cell on a grid of `grid_m` metres over the table, counted from the left / front
-edge), a pointing question in words, as PaliGemma-style VLMs answer with location tokens. The
-coarse questions above only name a side; what a token policy gets wrong is where, to a few cm.
+The questions and their answers come from the suite (`benchmarks.base.SceneLanguage`, the
+tabletop suite's are in benchmarks/tabletop/questions.py).
 """
 
 from __future__ import annotations
@@ -34,40 +21,9 @@ import torch
 from apt.models.discrete import trim_padding
 from apt.policies.transforms import stack_images
 from apt.training.batches import trim_text_padding
-from benchmarks.base import BenchError, Suite
-from benchmarks.tabletop.scene import AREA_X, AREA_Y
+from benchmarks.base import BenchError, SceneLanguage, Suite
 
 VL_SEED_BASE = 2_000_000_000  # scene seeds disjoint from eval seeds (0..) and demo seeds ([1e9, 2e9))
-_X_BANDS = (-0.09, 0.09)  # |x| beyond this is left / right, else center (metres, table frame)
-_Y_SPLIT = 0.01  # y below this is front (towards the front camera)
-_TABLE_MIN = (AREA_X[0], AREA_Y[0])  # grid origin (metres): left / front edge of where object centres lie
-
-
-def grid_cell(xy: np.ndarray, grid_m: float) -> str:
-    """'ix iy': the cell of a table point on a `grid_m` grid from `_TABLE_MIN` (answer words)."""
-    ix, iy = (int(max(0.0, np.floor((v - lo) / grid_m))) for v, lo in zip(xy[:2], _TABLE_MIN))
-    return f"{ix} {iy}"
-
-
-def scene_questions(privileged: dict[str, Any], grid_m: float = 0.0) -> list[tuple[str, str]]:
-    """(question, answer) pairs that hold in a tabletop scene, from `obs["privileged"]`
-    (`grid_m` > 0 adds the grid-cell position question of every block and receptacle)."""
-    blocks = {c: np.asarray(p)[:2] for c, p in privileged["blocks"].items()}
-    recs = {r: np.asarray(p)[:2] for r, p in privileged["receptacles"].items()}
-    qa = [("which blocks are in order from left to right?", " ".join(sorted(blocks, key=lambda c: blocks[c][0]))),
-          ("which receptacles are in order from left to right?", " ".join(sorted(recs, key=lambda r: recs[r][0])))]
-    for c, (x, y) in blocks.items():
-        side = "left" if x < _X_BANDS[0] else "right" if x > _X_BANDS[1] else "center"
-        qa.append((f"where is the {c} block?", f"{side} {'front' if y < _Y_SPLIT else 'back'}"))
-    for r, pr in recs.items():
-        nearest = min(blocks, key=lambda c: float(np.linalg.norm(blocks[c] - pr)))
-        qa.append((f"which block is nearest to the {r}?", nearest))
-        for c, pc in blocks.items():
-            qa.append((f"is the {c} block left or right of the {r}?", "left" if pc[0] < pr[0] else "right"))
-    if grid_m > 0:
-        qa += [(f"where exactly is the {c} block?", grid_cell(p, grid_m)) for c, p in blocks.items()]
-        qa += [(f"where exactly is the {r}?", grid_cell(p, grid_m)) for r, p in recs.items()]
-    return qa
 
 
 @dataclass
@@ -89,11 +45,12 @@ class VLScenes:
 
 def render_scenes(suite: Suite, n_scenes: int, *, image_size: int, cameras: tuple[str, ...],
                   seed: int = 0, grid_m: float = 0.0) -> VLScenes:
-    """Render `n_scenes` fresh layouts (any train task's env: every tabletop scene holds everything);
-    `grid_m`: see `scene_questions`."""
+    """Render `n_scenes` fresh layouts (any train task's env: every tabletop scene holds everything)
+    and ask the suite's questions about each (`SceneLanguage.scene_questions`, `grid_m` passed on)."""
     tasks = [t for t in suite.tasks() if t.train]
     if not tasks:
         raise BenchError(f"suite {suite.name} has no training tasks to render scenes from")
+    ask = suite.scene_questions if isinstance(suite, SceneLanguage) else None
     env = suite.make_env(tasks[0].task_id, image_size=image_size, cameras=tuple(cameras))
     images, index, questions, answers = [], [], [], []
     try:
@@ -102,8 +59,12 @@ def render_scenes(suite: Suite, n_scenes: int, *, image_size: int, cameras: tupl
             if "privileged" not in obs:
                 raise BenchError(f"suite {suite.name} exposes no privileged scene state; the discrete "
                                  "recipe's VL co-training needs it (use --vl-ratio 0)")
+            if ask is None:
+                raise BenchError(f"suite {suite.name} has no questions about its scenes (no scene_questions, "
+                                 "benchmarks.base.SceneLanguage); the discrete recipe's VL co-training needs "
+                                 "them (use --vl-ratio 0)")
             images.append(stack_images([obs], cameras)[0])
-            for q, a in scene_questions(obs["privileged"], grid_m):
+            for q, a in ask(obs["privileged"], grid_m):
                 index.append(s)
                 questions.append(q)
                 answers.append(a)

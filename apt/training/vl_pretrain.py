@@ -1,10 +1,11 @@
-"""Vision-language pretraining of the tiny backbone's trunk on the tabletop suite's own scenes.
+"""Vision-language pretraining of the tiny backbone's trunk on a suite's own scenes (tabletop's).
 
 Image-text matching with hard negatives (`apt-bench train --policy vlm_tiny`): every example is an
 explicit (scene, caption, label) triple; each true caption of a scene comes with a false one made
-from it by one edit (benchmarks/tabletop/captions.py: swap left/right, a colour, a receptacle, or
-the two blocks of "on"), so the trunk has to ground colour, object and relation words in the
-image to beat 50%. Batches hold whole (true, false) pairs, so they are exactly balanced.
+from it by one edit (the suite's `benchmarks.base.SceneLanguage.caption_pairs`; tabletop's, in
+benchmarks/tabletop/captions.py: swap left/right, a colour, a receptacle, or the two blocks of
+"on"), so the trunk has to ground colour, object and relation words in the image to beat 50%.
+Batches hold whole (true, false) pairs, so they are exactly balanced.
 
 Scenes: fresh layouts (resets) and frames of noisy scripted-expert rollouts of the training tasks,
 so that "in the box", "on the green block" and "holding" states occur, not just initial layouts.
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmarks.base import BenchError, Suite
+from benchmarks.base import BenchError, SceneLanguage, Suite
 from apt.policies.transforms import stack_images
 from apt.models.tiny_vlm import TinyVLM
 from apt.models.vl_objectives import pooled_language, vl_pretrain_loss
@@ -121,8 +122,7 @@ def training_tasks(suite: Suite) -> list[str]:
 def _collect(suite: Suite, n_scenes: int, seed_base: int, image_size: int, tasks: Sequence[str],
              cameras: tuple[str, ...], pairs_per_scene: int, reset_fraction: float, noise: float,
              rng: np.random.Generator, kinds: Sequence[str] | None) -> VLDataset:
-    from benchmarks.tabletop.captions import caption_pairs
-
+    """Scenes and their caption pairs; `suite` is a SceneLanguage (make_vl_dataset checks)."""
     envs: dict[str, Any] = {}
     images: list[np.ndarray] = []
     rows: list[tuple[int, str, float]] = []
@@ -134,15 +134,15 @@ def _collect(suite: Suite, n_scenes: int, seed_base: int, image_size: int, tasks
     def add(obs: dict, source: str, layout_seed: int) -> None:
         if len(images) >= n_scenes:
             return
-        pairs = caption_pairs(obs["privileged"], pairs_per_scene, rng, **({"kinds": kinds} if kinds else {}))
+        pairs = suite.caption_pairs(obs["privileged"], pairs_per_scene, rng, kinds)
         if not pairs:
             return
         s = len(images)
         images.append(stack_images([obs], cameras)[0])
-        for p in pairs:
-            rows.extend([(s, p.true.text(), 1.0), (s, p.false.text(), 0.0)])
-            pair_kinds.append(p.kind)
-            edits.append(p.edit)
+        for true, false, kind, edit in pairs:
+            rows.extend([(s, true, 1.0), (s, false, 0.0)])
+            pair_kinds.append(kind)
+            edits.append(edit)
         sources.append(source)
         seeds.append(layout_seed)
 
@@ -210,7 +210,7 @@ def make_vl_dataset(suite: Suite, n_scenes: int, seed: int = 0, image_size: int 
     (0: none). kinds: statement kinds to caption (default all, benchmarks.tabletop.captions.KINDS).
     With `vlm` the frozen features are cached right away.
     """
-    if suite.name != "tabletop":
+    if not isinstance(suite, SceneLanguage):
         raise BenchError(f"vision-language pretraining captions exist for the tabletop suite only, not "
                          f"{suite.name!r} (benchmarks/tabletop/captions.py)")
     if n_scenes < 1:

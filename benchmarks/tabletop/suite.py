@@ -7,14 +7,21 @@ fork. `cameras=()` gives an environment that never renders (experts, checks, fas
 
 from __future__ import annotations
 
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
 from benchmarks.base import BenchError, ObservationSpec, TaskSpec
+from benchmarks.tabletop import captions, questions
 from benchmarks.tabletop.env import CAMERAS, STATE_DIM, TabletopEnv
 from benchmarks.tabletop.expert import ACTION_SPEC, ScriptedExpert
 from benchmarks.tabletop.tasks import all_tasks, parse_task_id
 
 
 class TabletopSuite:
-    """4 blocks x 3 receptacles x 2 sides; skills place / stack / push (32 tasks)."""
+    """4 blocks x 3 receptacles x 2 sides; skills place / stack / push (32 tasks).
+
+    Also a `benchmarks.base.SceneLanguage`: captions and questions about its scenes."""
 
     name = "tabletop"
     version = "1"
@@ -37,3 +44,13 @@ class TabletopSuite:
     def expert(self, task_id: str, noise: float = 0.0, seed: int = 0) -> ScriptedExpert:
         """The scripted oracle for `task_id` (noise > 0: seeded, diverse demonstrations)."""
         return ScriptedExpert(task_id, noise=noise, seed=seed)
+
+    def caption_pairs(self, privileged: Mapping[str, Any], n: int, rng: np.random.Generator,
+                      kinds: Sequence[str] | None = None) -> list[tuple[str, str, str, str]]:
+        """SceneLanguage: captions.py's hard-negative pairs, as (true, false, kind, edit) strings."""
+        pairs = captions.caption_pairs(privileged, n, rng, **({"kinds": kinds} if kinds else {}))
+        return [(p.true.text(), p.false.text(), p.kind, p.edit) for p in pairs]
+
+    def scene_questions(self, privileged: Mapping[str, Any], grid_m: float = 0.0) -> list[tuple[str, str]]:
+        """SceneLanguage: questions.py's (question, answer) pairs."""
+        return questions.scene_questions(privileged, grid_m)
