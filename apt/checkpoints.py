@@ -1,4 +1,4 @@
-"""Checkpoints: a directory with `config.json` and `model.safetensors` (DESIGN.md §3).
+"""Checkpoints: a directory with `config.json` and `model.safetensors` (ARCHITECTURE.md §3).
 
 `config.json` holds everything needed to rebuild and use the policy (policy name, model config,
 normalisation statistics, suite and its action/observation spec, recipe, data hash, training

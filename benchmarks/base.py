@@ -1,4 +1,4 @@
-"""The contracts between simulated suites and policies (DESIGN.md §3).
+"""The contracts between simulated suites and policies (ARCHITECTURE.md §3).
 
 This is the one module both sides read: suites, environments, scripted experts, learned policies,
 `random` and remote policies all meet here through structural typing, so `benchmarks` never needs

@@ -4,7 +4,7 @@ Order of checks (cheapest first, all before the first episode): device, worker c
 writable, suite, split, policy, specs (benchmarks.base.check_compatible), replan steps.
 
 Work list: one episode per (instruction entry, episode index i), with seed `seed + i` for every
-task and every split, so ID-vs-OOD comparisons are paired on the same scenes (DESIGN.md §5).
+task and every split, so ID-vs-OOD comparisons are paired on the same scenes (ARCHITECTURE.md §5).
 Episodes are ordered episode-major (all entries for i = 0, then i = 1, ...), so an interrupted run
 has a balanced sample of every entry.
 

@@ -1,7 +1,7 @@
 """The results store: SQLite in WAL mode, written only by the driver process.
 
 Tables
-- `episodes`: one row per episode, primary key `key` = sha256 of the episode's identity (DESIGN.md §3:
+- `episodes`: one row per episode, primary key `key` = sha256 of the episode's identity (ARCHITECTURE.md §3:
   policy id, checkpoint sha256, suite, suite version, task_id, split, instruction id, instruction
   sha256, seed). Inserts are `INSERT OR IGNORE` and committed one episode at a time, so a rerun skips
   done episodes, a crash loses at most the episodes in flight, and two runs never double-count.

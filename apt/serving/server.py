@@ -37,7 +37,7 @@ import numpy as np
 from apt.registry import build_policy, get_suite
 from apt.serving.codec import (BATCH_KEY, PROTOCOL, RESET_KEY, KeyMap, WireError, from_wire, key_map_for,
                                packb, unpackb)
-from benchmarks.base import BenchError, Observation, Policy, Suite
+from benchmarks.base import BenchError, IdentifiedPolicy, Observation, Policy, Suite
 
 log = logging.getLogger("apt.serving.server")
 
@@ -58,10 +58,11 @@ class PolicyServer:
         spec = policy.spec
         for cam in spec.observation.cameras:
             self.keys.key_for(cam)  # a camera without an openpi key cannot be served
+        known = isinstance(policy, IdentifiedPolicy)
         self.metadata: dict[str, Any] = {
             "protocol": PROTOCOL,
-            "policy_id": getattr(policy, "policy_id", "") or policy_name,
-            "checkpoint_sha256": getattr(policy, "checkpoint_sha256", ""),
+            "policy_id": (policy.policy_id if known else "") or policy_name,
+            "checkpoint_sha256": policy.checkpoint_sha256 if known else "",
             "suite": suite.name,
             "action_spec": {k: getattr(spec.action, k) for k in spec.action.__dataclass_fields__},
             "action_dim": spec.action.dim,

@@ -1,6 +1,6 @@
 """Instruction sets: the typed, frozen form of one YAML file, and its one reader.
 
-An instruction set is one YAML file, `instruction_sets/<suite>/<split>.yaml` (format: DESIGN.md §3
+An instruction set is one YAML file, `instruction_sets/<suite>/<split>.yaml` (format: ARCHITECTURE.md §3
 and `instruction_sets/schema.json`), curated by hand. This module is the one reader of that
 format; everything else gets `InstructionSet`s from `apt.splits.resolve.load_split`.
 

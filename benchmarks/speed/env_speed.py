@@ -12,11 +12,11 @@ import time
 
 import numpy as np
 
+from benchmarks.tabletop.suite import TabletopSuite
+
 
 def measure(cameras: tuple[str, ...], size: int, steps: int, task_id: str = "place-red-bowl") -> float:
     """Env steps per second under random actions (resets every 80 steps, included in the time)."""
-    from benchmarks.tabletop.suite import TabletopSuite
-
     env = TabletopSuite().make_env(task_id, image_size=size, cameras=cameras)
     rng = np.random.default_rng(0)
     actions = rng.uniform(-1, 1, (steps, 4)).astype(np.float32)

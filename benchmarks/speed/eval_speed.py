@@ -24,13 +24,14 @@ import sys
 import tempfile
 import time
 
+from apt.eval.ray_pool import ray_init
+from apt.eval.runner import execute, plan_run
+from apt.eval.store import EpisodeRecord, Store
+
 
 def _engine(items, plan, pol, suite, workers: int) -> tuple[float, float]:
     """Seconds to run `items` through the engine (fresh store) with `workers`, and of those the
     seconds spent starting the env workers."""
-    from apt.eval.runner import execute
-    from apt.eval.store import EpisodeRecord, Store
-
     with tempfile.TemporaryDirectory() as tmp:
         db = Store(os.path.join(tmp, "speed.sqlite"))
         meta = dict(run_id="speed", policy_id="p", checkpoint_sha256="", suite="s", suite_version="1",
@@ -83,9 +84,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--render", action="store_true", help="render the front camera every step")
     ap.add_argument("--ray-address", default=None)
     args = ap.parse_args(argv)
-
-    from apt.eval.ray_pool import ray_init
-    from apt.eval.runner import plan_run
 
     suite, pol, iset, plan, records = plan_run(policy=args.policy, split=args.split, suite=args.suite,
                                                episodes=args.episodes)

@@ -25,6 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from apt.models.action_tokens import ActionTokenizer
+from apt.models.builders import QWEN3_VL_2B_ARCH, get_preset
+from apt.models.discrete import DiscreteConfig, DiscreteVLA
+from apt.models.fusion import FusionConfig
+from apt.models.policy_model import ModelConfig, VLAModel
+from apt.training.trainer import TrainConfig, train_loop
+
 RECIPES = ("apt_pi0", "baseline_pi0", "apt_groot", "baseline_groot", "discrete_pi0")
 
 # A Qwen3-VL config small enough for a CPU smoke run of this script (same model class and code path).
@@ -42,8 +49,6 @@ TINY_QWEN3_VL: dict[str, Any] = {
 
 
 def _hf_config(size: str) -> dict[str, Any]:
-    from apt.models.builders import QWEN3_VL_2B_ARCH
-
     return QWEN3_VL_2B_ARCH if size == "real" else TINY_QWEN3_VL
 
 
@@ -57,10 +62,6 @@ def build_model(policy: str, size: str, dtype: str) -> tuple[torch.nn.Module, An
     """The preset's model with random weights: (model, its config). `dtype` is the VLM's weights."""
     recipe, _, arch = policy.partition("_")
     if recipe == "discrete":
-        from apt.models.action_tokens import ActionTokenizer
-        from apt.models.builders import get_preset
-        from apt.models.discrete import DiscreteConfig, DiscreteVLA
-
         cfg = get_preset("qwen3vl2b_discrete", DiscreteConfig)
         cfg = cfg.replace(vlm=dataclasses.replace(cfg.vlm, hf_config=_hf_config(size), dtype=dtype))
         if size != "real":
@@ -70,10 +71,6 @@ def build_model(policy: str, size: str, dtype: str) -> tuple[torch.nn.Module, An
         longest = max(len(t) for t in tok.encode_batch(chunks))
         cfg = cfg.replace(tokenizer=tok.to_dict(), max_action_tokens=max(cfg.max_action_tokens, longest + 8))
         return DiscreteVLA(cfg), cfg
-    from apt.models.fusion import FusionConfig
-    from apt.models.builders import get_preset
-    from apt.models.policy_model import ModelConfig, VLAModel
-
     cfg = get_preset(f"qwen3vl2b_{arch}", ModelConfig)
     # APT's costlier stage: Stage 2 with the VLM unfrozen at a tenth of the LR; baseline: end to end.
     stage = {"apt": "stage2", "baseline": "full"}[recipe]
@@ -121,8 +118,6 @@ def measure(policy: str, size: str, precision: str, device: torch.device, batch_
             compile_model: bool, profile_rows: int = 0) -> dict[str, Any]:
     """Train `steps` steps (the first is warm-up and not timed) and run one batched inference.
     `profile_rows` > 0 prints the most expensive operators of the timed steps (torch.profiler)."""
-    from apt.training.trainer import TrainConfig, train_loop
-
     bf16 = precision == "bf16"
     torch._dynamo.reset()  # each model compiles afresh (else shapes seen for the last one turn dynamic)
     if device.type == "cuda":

@@ -17,11 +17,12 @@ import time
 
 import numpy as np
 
+from benchmarks.libero import LiberoSuite
+from benchmarks.speed.processes import aggregate_rate
+
 
 def measure(suite_name: str, cameras: tuple[str, ...], size: int, steps: int) -> float:
     """Env steps per second under small random actions (reset excluded: it is per episode)."""
-    from benchmarks.libero import LiberoSuite
-
     env = LiberoSuite(suite_name).make_env(f"{suite_name}/0", image_size=size, cameras=cameras)
     rng = np.random.default_rng(0)
     actions = rng.uniform(-0.3, 0.3, (steps, 7)).astype(np.float32)
@@ -37,8 +38,6 @@ def measure(suite_name: str, cameras: tuple[str, ...], size: int, steps: int) ->
 
 def parallel(suite_name: str, cameras: tuple[str, ...], size: int, steps: int, workers: int) -> float:
     """Aggregate env steps/s of `workers` processes, each stepping its own env (env built inside)."""
-    from benchmarks.speed.processes import aggregate_rate
-
     return aggregate_rate(measure, (suite_name, cameras, size, steps), workers, steps)
 
 

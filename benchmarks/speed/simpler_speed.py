@@ -19,10 +19,11 @@ import time
 
 import numpy as np
 
+from benchmarks.simpler import BRIDGE_TASKS, SimplerSuite
+from benchmarks.speed.processes import aggregate_rate
+
 
 def measure(task_id: str, size: int, steps: int) -> dict[str, float]:
-    from benchmarks.simpler import SimplerSuite
-
     t = time.perf_counter()
     env = SimplerSuite().make_env(task_id, image_size=size)
     make_s = time.perf_counter() - t
@@ -41,8 +42,6 @@ def measure(task_id: str, size: int, steps: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.simpler import BRIDGE_TASKS
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--size", type=int, default=224)
@@ -54,8 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         r = measure(task.task_id, args.size, args.steps)
         print(f"{task.task_id:32s} {r['make_s']:7.2f} {r['reset_s']:8.3f} {r['step_ms']:8.1f} "
               f"{r['steps_per_s']:8.1f}")
-    from benchmarks.speed.processes import aggregate_rate
-
     task = BRIDGE_TASKS[0].task_id
     call = (task, args.size, args.parallel_steps)
     one = aggregate_rate(measure, call, 1, args.parallel_steps)

@@ -20,25 +20,26 @@ from pathlib import Path
 
 import torch
 
+from apt.demos.formats import load_demos
+from apt.demos.generate import generate_demos
+from apt.models.action_tokens import ActionTokenizer
+from apt.models.backbones import build_vlm
+from apt.models.builders import get_preset
+from apt.models.discrete import DiscreteConfig, DiscreteVLA
+from apt.models.policy_model import ModelConfig, VLAModel
+from apt.registry import get_suite
+from apt.training.batches import build_training_data, chunk_indices, fit_normalizers
 from apt.training.trainer import PRECISIONS, TrainConfig, cpu_has_fast_bf16, precision_flag, train_loop
+from apt.training.vl_data import build_vl_data, discrete_batches, render_scenes
 
 RECIPES = ("apt_pi0", "apt_groot", "baseline_pi0", "baseline_groot", "discrete_pi0", "ki_pi0")
 
 
 def _model_and_batches(policy: str, size: str, demos, suite, batch_size: int):
     """(model, param groups, batch iterator) built the way the recipe builds them."""
-
-    from apt.training.batches import build_training_data, chunk_indices, fit_normalizers
-
     recipe, _, arch = policy.partition("_")
     sn, an = fit_normalizers(demos)
     if recipe in ("discrete", "ki"):
-        from apt.models.action_tokens import ActionTokenizer
-        from apt.models.backbones import build_vlm
-        from apt.models.builders import get_preset
-        from apt.models.discrete import DiscreteConfig, DiscreteVLA
-        from apt.training.vl_data import build_vl_data, discrete_batches, render_scenes
-
         cfg = get_preset(f"{size}_discrete", DiscreteConfig).replace(ki=recipe == "ki", action_dim=4, state_dim=4)
         chunks = an.normalize(demos.actions)[chunk_indices(demos.episode_starts, cfg.chunk_len)]
         tok = ActionTokenizer.fit(chunks, vocab_size=cfg.action_vocab)
@@ -52,9 +53,6 @@ def _model_and_batches(policy: str, size: str, demos, suite, batch_size: int):
         batches = discrete_batches(data, model.action_targets(data.action_chunks), build_vl_data(scenes, model),
                                    batch_size, max(1, batch_size // 4), seed=0)
         return model, model.param_groups(3e-4), batches
-    from apt.models.builders import get_preset
-    from apt.models.policy_model import ModelConfig, VLAModel
-
     stage = {"apt": "stage2", "baseline": "full"}[recipe]  # Stage 2 is APT's costlier stage
     cfg = get_preset(f"{size}_{arch}", ModelConfig).replace(stage=stage, action_dim=4, state_dim=4)
     model = VLAModel(cfg)
@@ -75,9 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from apt.registry import get_suite
-    from apt.demos.formats import load_demos
-    from apt.demos.generate import generate_demos
 
     suite = get_suite("tabletop")
     image_size = 96 if args.preset_size == "tiny" else 32

@@ -1,4 +1,4 @@
-"""The embedded MuJoCo tabletop suite (DESIGN.md §6)."""
+"""The embedded MuJoCo tabletop suite (ARCHITECTURE.md §6)."""
 
 from benchmarks.tabletop.suite import TabletopSuite
 
