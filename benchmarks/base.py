@@ -304,28 +304,6 @@ def checked_action(action: Any, dim: int, layout: str, dtype: Any = np.float32) 
     return a
 
 
-class SimulatorHandle:
-    """Mixin for envs that wrap one simulator object in `self._env`: `close()` releases it once
-    (later calls and `step` before `reset` see `_ready` False), and garbage collection closes it
-    too, so a GL / Vulkan context is freed even when the caller forgets."""
-
-    _env: Any = None
-    _ready: bool = False
-
-    def close(self) -> None:
-        env = getattr(self, "_env", None)
-        if env is not None:
-            self._env = None
-            self._ready = False
-            env.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown; nothing useful to report
-            pass
-
-
 def episode_index(task_id: str, seed: int | None, init_state: Any, n: int | None) -> int:
     """Which fixed start an episode uses: `init_state` (an int) or else `seed` (or 0), modulo the
     `n` starts a task has (None: unbounded)."""
@@ -339,9 +317,14 @@ def episode_index(task_id: str, seed: int | None, init_state: Any, n: int | None
     return i % n if n else i
 
 
-class SimulatorEnv(SimulatorHandle):
-    """A `SimulatorHandle` that is one task's `Env` (LIBERO, SimplerEnv): the attributes such an
-    env starts with, and the guard every `step` begins with."""
+class SimulatorEnv:
+    """Base of the envs that wrap one external simulator object in `self._env` (LIBERO, SimplerEnv):
+    the attributes such an env starts with, the guard every `step` begins with, and `close()`, which
+    releases the simulator once (later calls, and `step` before `reset`, see `_ready` False); garbage
+    collection closes it too, so a GL / Vulkan context is freed even when the caller forgets."""
+
+    _env: Any = None
+    _ready: bool = False
 
     def __init__(self, task_id: str, image_size: int, cameras: tuple[str, ...]):
         self.task_id = task_id
@@ -356,3 +339,16 @@ class SimulatorEnv(SimulatorHandle):
         if not self._ready:
             raise BenchError(f"{type(self).__name__}.step called before reset")
         return checked_action(action, dim, layout, dtype)
+
+    def close(self) -> None:
+        env = getattr(self, "_env", None)
+        if env is not None:
+            self._env = None
+            self._ready = False
+            env.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown; nothing useful to report
+            pass
