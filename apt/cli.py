@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="episodes per instruction entry (default: the suite's quick setting)")
     run.add_argument("--workers", type=non_negative_int, default=None,
                      help="env worker processes (0 = in-process, default = CPU count)")
+    run.add_argument("--in-flight", type=positive_int, default=None,
+                     help="episodes each worker plays at once, batching their policy calls (default: "
+                          "1 in-process; on Ray the policy's batch, sized from measured costs)")
     run.add_argument("--store", default=DEFAULT_STORE, help="SQLite results store")
     run.add_argument("--video", action="store_true", help="write one MP4 per episode")
     run.add_argument("--ray-address", default=None, help="join an existing Ray cluster")

@@ -8,7 +8,10 @@ refuse a device with the same words. torch is imported only for a CUDA device (a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+import platform
+import sys
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.base import BenchError
 
@@ -41,3 +44,32 @@ def resolve_device(device: str) -> "torch.device":
 
     check_device(device)
     return torch.device(device)
+
+
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+              "amx_tile", "amx_bf16", "neon", "asimd", "sve")
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU a run computed on, stored with the run: the same episode can end differently on
+    another instruction set, because torch picks other kernels (summation orders) for it. torch's
+    own kernel choice is added when torch is already loaded (reference policies never load it)."""
+    flags: set[str] = set()
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+                elif key.strip() == "model name" and value.strip():
+                    model = value.strip()
+    except OSError:
+        pass
+    info: dict[str, Any] = {"model": model, "machine": platform.machine(), "cores": os.cpu_count(),
+                            "simd": [f for f in SIMD_FLAGS if f in flags]}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    return info

@@ -177,6 +177,15 @@ class ReportsTiming(Protocol):
 
 
 @runtime_checkable
+class FixedBatch(Protocol):
+    """A policy that runs its model on batches of exactly `batch_rows` observations (padding the last
+    one), so an observation's answer does not depend on what it was batched with; the engine sizes
+    its batches (episodes in flight per worker) to it."""
+
+    batch_rows: int
+
+
+@runtime_checkable
 class IdentifiedPolicy(Protocol):
     """A policy that says what it is: the id and checkpoint hash the results store keys its episodes
     by (empty when it has no checkpoint); otherwise the name it was asked for is its id."""

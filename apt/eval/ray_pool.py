@@ -1,10 +1,13 @@
 """The Ray engine (`apt-bench run --workers N`, N != 0): fans episodes out over env worker actors,
 with policy actors serving batched policies (the actors themselves: ray_actors.py).
 
-- **Placement.** N env workers (default: the cluster's CPUs), each with `PIPELINE` episodes queued
-  so it never idles waiting for the driver's round trip. A policy that is not a `PerEpisodePolicy`
-  lives in `plan.policy_actors` policy actors, on a GPU fraction when the cluster has GPUs and
-  `--device cuda`, on CPU otherwise.
+- **Placement.** A policy that is not a `PerEpisodePolicy` lives in `plan.policy_actors` policy
+  actors, on a GPU fraction when the cluster has GPUs and `--device cuda`, on CPU otherwise; the
+  env workers, the episodes each plays at once (lockstep, one batched policy call per round) and
+  the policy actor's threads are sized from costs measured before the run (sizing.py). A
+  `PerEpisodePolicy` (the oracle) gets N env workers (default: the cluster's CPUs), one episode at
+  a time each. Every worker has `PIPELINE - 1` more episodes queued than it plays, so it never idles
+  waiting for the driver's round trip; more workers than CPUs share them (fractional CPUs).
 - **Work list.** `episodes` is flat and deterministic; each episode carries its own seed (runner.py).
 - **Faults.** An episode whose env or policy raises, or whose worker process dies, is retried once
   (a dead worker is replaced first, so the retry runs on a fresh process); a second failure is
@@ -15,6 +18,7 @@ with policy actors serving batched policies (the actors themselves: ray_actors.p
 from __future__ import annotations
 
 import collections
+import math
 import os
 import time
 from dataclasses import replace
@@ -23,8 +27,10 @@ from typing import Any, Callable, Sequence
 from apt.eval.episodes import MAX_ATTEMPTS, Episode, Plan, error_result
 from apt.eval.ray_actors import EnvWorker, PolicyServer
 from apt.eval.rollout import EpisodeResult, ProvenanceError, now
+from apt.eval.sizing import layout, measure
+from benchmarks.base import Policy, Suite
 
-PIPELINE = 2  # episodes queued per env worker (hides the driver round trip)
+PIPELINE = 2  # episodes queued per episode slot of an env worker (hides the driver round trip)
 
 
 def ray_init(ray_address: str | None) -> bool:
@@ -41,8 +47,11 @@ def ray_init(ray_address: str | None) -> bool:
 
 
 def run_ray(episodes: Sequence[Episode], plan: Plan, workers: int | None,
-            on_result: Callable[[EpisodeResult], None], ray_address: str | None = None) -> dict:
-    """Fan `episodes` out over env worker actors; returns scheduling stats (batch sizes, restarts)."""
+            on_result: Callable[[EpisodeResult], None], ray_address: str | None = None,
+            policy: Policy | None = None, suite: Suite | None = None) -> dict:
+    """Fan `episodes` out over env worker actors; returns scheduling stats (batch sizes, restarts,
+    the layout and the costs it was sized from). `policy` and `suite` (the driver's) are used to
+    measure those costs; without them a shared policy gets one episode in flight per worker."""
     import ray
     from ray.exceptions import RayActorError
 
@@ -51,17 +60,27 @@ def run_ray(episodes: Sequence[Episode], plan: Plan, workers: int | None,
     servers: list[Any] = []
     stats: dict[str, Any] = {"worker_restarts": 0, "batch_sizes": []}
     try:
-        n = workers or max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)))
-        n = max(1, min(n, len(episodes)))
+        cpus = max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)))
+        n = workers or cpus
+        if not plan.episode_hook and policy is not None and suite is not None and episodes:
+            costs = measure(plan, episodes[0], policy, suite)
+            lay = layout(costs, cpus, workers, plan.in_flight or None, episodes=len(episodes))
+            plan = replace(plan, in_flight=lay.in_flight, policy_threads=lay.policy_threads)
+            n = lay.workers
+            stats.update(env_ms_per_query=costs.env_s * 1e3, policy_ms_per_obs=costs.policy_s * 1e3)
+        plan = replace(plan, in_flight=max(1, plan.in_flight))
+        n = max(1, min(n, math.ceil(len(episodes) / plan.in_flight) if episodes else 1))
+        depth = plan.in_flight + PIPELINE - 1  # episodes submitted to a worker at a time
+        stats.update(workers=n, in_flight=plan.in_flight, policy_threads=plan.policy_threads)
         if not plan.episode_hook:
             gpus = ray.cluster_resources().get("GPU", 0) if plan.device.startswith("cuda") else 0
             opts: dict[str, Any] = {"num_cpus": 0}  # mostly waits; leave the cores to env workers
             if gpus:
                 opts["num_gpus"] = min(1.0, gpus / plan.policy_actors)
             server_cls = ray.remote(PolicyServer).options(**opts)
-            servers = [server_cls.remote(plan, max_batch=min(plan.max_batch, n))
+            servers = [server_cls.remote(plan, max_batch=min(plan.max_batch, max(n, plan.in_flight)))
                        for _ in range(max(1, plan.policy_actors))]
-        worker_cls = ray.remote(num_cpus=1)(EnvWorker)
+        worker_cls = ray.remote(num_cpus=min(1.0, cpus / n), max_concurrency=depth + 1)(EnvWorker)
 
         def new_actor(i: int) -> Any:
             return worker_cls.remote(plan, servers[i % len(servers)] if servers else None)
@@ -95,7 +114,7 @@ def run_ray(episodes: Sequence[Episode], plan: Plan, workers: int | None,
                 submit(i, suspects.popleft())
                 alone[i] = True
                 return
-            while pending and len(queued[i]) < PIPELINE:
+            while pending and len(queued[i]) < depth:
                 submit(i, pending.popleft())
 
         def handle(episode: Episode, result: EpisodeResult | dict, died: bool = False) -> None:
@@ -107,7 +126,7 @@ def run_ray(episodes: Sequence[Episode], plan: Plan, workers: int | None,
             else:
                 on_result(replace(result, attempts=attempts[episode.key]))
 
-        for _ in range(PIPELINE):  # a worker never idles waiting for the driver's round trip
+        for _ in range(depth):  # a worker never idles waiting for the driver's round trip
             for i in range(n):
                 if pending:
                     submit(i, pending.popleft())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Generator, Protocol
 
 import numpy as np
 
@@ -93,22 +93,52 @@ def run_episode(env: Env, key: str, instruction: str, seed: int, max_steps: int,
                 task_id: str = "") -> EpisodeResult:
     """Play one episode; exceptions of the env or the policy propagate (the engine retries them).
     Each observation handed to the policy carries `sample_key` = "<task_id>:<seed>:<step>"."""
+    steps = play_steps(env, key, instruction, seed, max_steps, replan_steps, recorder, task_id)
+    reports_timing = isinstance(policy, ReportsTiming)  # once per episode: a protocol check costs ~15 us
+    try:
+        obs = next(steps)
+        while True:
+            t_act = time.perf_counter()
+            chunk = np.asarray(policy.act([obs]))
+            obs = steps.send(Reply(chunk, time.perf_counter() - t_act,
+                                   policy.last_timing if reports_timing else None))
+    except StopIteration as stop:
+        return stop.value
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the engine sends back into `play_steps` for one observation: its chunk [1, H, A], the seconds the policy call took as the env saw it, and a remote policy's own report."""
+
+    chunk: np.ndarray
+    act_s: float
+    remote: Any = None
+
+
+def play_steps(env: Env, key: str, instruction: str, seed: int, max_steps: int, replan_steps: int | None = None,
+               recorder: Recorder | None = None, task_id: str = "") -> Generator[Observation, Reply, EpisodeResult]:
+    """One episode as a generator: yields each observation the policy must answer, receives a `Reply`,
+    returns the EpisodeResult. Who calls the policy is the driver's business (`run_episode` one
+    episode at a time; `episodes.Lockstep` many episodes with one batched call), so every driver
+    plays exactly the same episode."""
     started, t0 = now(), time.perf_counter()
+    timing = _Timing()
+    t_env = time.perf_counter()
     obs = env.reset(seed=seed, instruction=instruction)
+    timing.env_s += time.perf_counter() - t_env
     received = check_provenance(obs, instruction)
     if recorder is not None:
         recorder.add(obs)
     steps, success = 0, False
-    timing = _Timing()
-    reports_timing = isinstance(policy, ReportsTiming)  # once per episode: a protocol check costs ~15 us
     while steps < max_steps and not success:
         check_provenance(obs, instruction)
-        t_act = time.perf_counter()
-        chunk = np.asarray(policy.act([{**obs, "sample_key": f"{task_id}:{seed}:{steps}"}]))
-        timing.add(time.perf_counter() - t_act, policy.last_timing if reports_timing else None)
+        reply = yield {**obs, "sample_key": f"{task_id}:{seed}:{steps}"}
+        timing.add(reply.act_s, reply.remote)
+        chunk = np.asarray(reply.chunk)
         if chunk.ndim != 3 or chunk.shape[0] != 1 or chunk.shape[1] < 1:
             raise BenchError(f"policy returned actions of shape {chunk.shape}; expected [1, H, A]")
         n = chunk.shape[1] if replan_steps is None else min(replan_steps, chunk.shape[1])
+        t_env = time.perf_counter()
         for action in chunk[0, :n]:
             obs, done, info = env.step(action)
             steps += 1
@@ -117,6 +147,7 @@ def run_episode(env: Env, key: str, instruction: str, seed: int, max_steps: int,
             success = bool(info.get("success", done))
             if done or success or steps >= max_steps:
                 break
+        timing.env_s += time.perf_counter() - t_env
     video = recorder.finish() if recorder is not None else ""
     return EpisodeResult(key=key, success=success, steps=steps, wall_s=time.perf_counter() - t0,
                          instruction=received, started=started, finished=now(), video=video,
@@ -128,6 +159,7 @@ class _Timing:
     reports in `last_timing` (server inference vs network round trip)."""
 
     def __init__(self) -> None:
+        self.env_s = 0.0  # env.reset + env.step (rendering included), seconds
         self.act_ms: list[float] = []
         self.server_ms: list[float] = []
         self.round_trip_ms: list[float] = []
@@ -143,7 +175,10 @@ class _Timing:
             self.round_trip_ms.append(float(rtt))
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"calls": len(self.act_ms)}
+        out: dict[str, Any] = {"calls": len(self.act_ms), "env_ms": round(self.env_s * 1e3, 3),
+                               "act_ms_total": round(float(np.sum(self.act_ms)), 3)}
+        if self.server_ms:
+            out["server_infer_ms_total"] = round(float(np.sum(self.server_ms)), 3)
         for name, xs in (("act_ms", self.act_ms), ("server_infer_ms", self.server_ms),
                          ("round_trip_ms", self.round_trip_ms)):
             if xs:

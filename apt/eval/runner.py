@@ -31,10 +31,10 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from apt.devices import check_device
+from apt.devices import check_device, cpu_info
 from apt.eval.compare import markdown_table
 from apt.eval.episodes import Episode, Plan
-from apt.eval.local import run_local
+from apt.eval.local import in_flight as local_in_flight, run_local
 from apt.eval.ray_pool import run_ray
 from apt.eval.rollout import EpisodeResult, Settings, apply_settings, now
 from apt.eval.stats import success_table
@@ -80,7 +80,7 @@ def protocol_key(settings: Any) -> str:
 def plan_run(*, policy: str, split: str, suite: str = "tabletop", episodes: int | None = None,
              seed: int = 0, image_size: int | None = None, replan_steps: int | None = None,
              device: str = "cpu", video_dir: str | None = None, max_steps: int | None = None,
-             noise_scale: float | None = None):
+             noise_scale: float | None = None, in_flight: int | None = None):
     """Resolve and check a run; returns (suite, policy, instruction set, plan, episodes by key)."""
     check_device(device)
     suite_obj = get_suite(suite)
@@ -109,8 +109,11 @@ def plan_run(*, policy: str, split: str, suite: str = "tabletop", episodes: int 
     apply_settings(pol, settings)
     # Workers rebuild the policy by name; a checkpoint path must not depend on their working directory.
     policy_ref = str(Path(policy).resolve()) if Path(policy).exists() else policy
+    if in_flight is not None and in_flight < 1:
+        raise BenchError(f"--in-flight must be >= 1 (episodes each worker plays at once), got {in_flight}")
     plan = Plan(suite_ref=suite, policy_name=policy_ref, policy_seed=seed, device=device,
-                episode_hook=isinstance(pol, PerEpisodePolicy), settings=settings, video_dir=video_dir)
+                episode_hook=isinstance(pol, PerEpisodePolicy), settings=settings, video_dir=video_dir,
+                in_flight=in_flight or 0)
     policy_id, ckpt = (pol.policy_id, pol.checkpoint_sha256) if isinstance(pol, IdentifiedPolicy) else ("", "")
     policy_id, ckpt = str(policy_id or policy), str(ckpt or "")
     protocol = protocol_key(settings)
@@ -145,9 +148,9 @@ def execute(episodes: Sequence[Episode], plan: Plan, *, workers: int | None, pol
     try:
         if workers == 0:
             run_local(episodes, plan, policy, suite, report)
-            stats: dict = {}
+            stats: dict = {"workers": 0, "in_flight": local_in_flight(plan, policy)}
         else:
-            stats = run_ray(episodes, plan, workers, report, ray_address)
+            stats = run_ray(episodes, plan, workers, report, ray_address, policy=policy, suite=suite)
     finally:
         bar.close()
     return {**stats, **counts}
@@ -157,7 +160,8 @@ def run(policy: str, split: str, suite: str = "tabletop", episodes: int | None =
         workers: int | None = None, store: str = "runs/results.sqlite", video: bool = False,
         ray_address: str | None = None, seed: int = 0, image_size: int | None = None,
         replan_steps: int | None = None, device: str = "cpu", max_steps: int | None = None,
-        noise_scale: float | None = None, progress: bool = True, quiet: bool = False) -> int:
+        noise_scale: float | None = None, progress: bool = True, quiet: bool = False,
+        in_flight: int | None = None) -> int:
     """Evaluate `policy` on every (task, instruction entry) of `split`; returns the exit code."""
     if workers is not None and workers < 0:
         raise BenchError(f"--workers must be >= 0 (0 = in-process), got {workers}")
@@ -168,7 +172,7 @@ def run(policy: str, split: str, suite: str = "tabletop", episodes: int | None =
         suite_obj, pol, iset, plan, planned = plan_run(
             policy=policy, split=split, suite=suite, episodes=episodes, seed=seed, image_size=image_size,
             replan_steps=replan_steps, device=device, video_dir=video_dir, max_steps=max_steps,
-            noise_scale=noise_scale)
+            noise_scale=noise_scale, in_flight=in_flight)
         done = db.done_keys(planned)
         todo = [ep for key, ep in planned.items() if key not in done]
         run_id = f"{now()[:19].replace(':', '').replace('-', '')}-{uuid.uuid4().hex[:8]}"
@@ -185,7 +189,8 @@ def run(policy: str, split: str, suite: str = "tabletop", episodes: int | None =
             command=" ".join(shlex.quote(a) for a in sys.argv),
             settings_json=json.dumps({**asdict(s), "suite_ref": suite, "policy": policy, "split": split,
                                       "split_source": iset.source, "device": device,
-                                      "ray_address": ray_address, "video": bool(video)})))
+                                      "ray_address": ray_address, "video": bool(video),
+                                      "in_flight": in_flight, "cpu": cpu_info()})))
         if not quiet:
             print(f"{policy} on {suite_obj.name}/{iset.split}: {len(planned)} episodes "
                   f"({len(done)} already stored, {len(todo)} to run)", file=sys.stderr)
@@ -195,7 +200,7 @@ def run(policy: str, split: str, suite: str = "tabletop", episodes: int | None =
 
         stats = execute(todo, plan, workers=workers, policy=pol, suite=suite_obj, on_result=store_result,
                         ray_address=ray_address, progress=progress)
-        db.finish_run(run_id, now())
+        db.finish_run(run_id, now(), engine=engine_summary(stats))
         df = db.episodes(planned)
     finally:
         db.close()
@@ -205,6 +210,16 @@ def run(policy: str, split: str, suite: str = "tabletop", episodes: int | None =
             print(f"{stats['error']} episode(s) recorded with an error (counted as failures); see the "
                   f"`error` column of {store}", file=sys.stderr)
     return 0
+
+
+def engine_summary(stats: dict) -> dict:
+    """What the run's metadata keeps of the engine's stats: its layout, and the policy actor's batch
+    sizes as count / mean / max instead of one number per call."""
+    out = {k: v for k, v in stats.items() if k != "batch_sizes"}
+    sizes = stats.get("batch_sizes") or []
+    if sizes:
+        out.update(batches=len(sizes), batch_mean=round(sum(sizes) / len(sizes), 2), batch_max=max(sizes))
+    return out
 
 
 def format_run_table(df: pd.DataFrame) -> str:

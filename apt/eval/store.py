@@ -155,7 +155,14 @@ class Store:
                           f"({', '.join('?' * len(RUN_COLUMNS))})", tuple(values[c] for c in RUN_COLUMNS))
         self.conn.commit()
 
-    def finish_run(self, run_id: str, finished: str) -> None:
+    def finish_run(self, run_id: str, finished: str, engine: dict[str, Any] | None = None) -> None:
+        """Mark the run finished; `engine` (how the engine laid the run out: workers, episodes in
+        flight, policy threads, batch sizes) joins its settings_json under "engine"."""
+        if engine is not None:
+            row = self.conn.execute("SELECT settings_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            settings = json.loads(row[0]) if row and row[0] else {}
+            self.conn.execute("UPDATE runs SET settings_json = ? WHERE run_id = ?",
+                              (json.dumps({**settings, "engine": engine}), run_id))
         self.conn.execute("UPDATE runs SET finished = ? WHERE run_id = ?", (finished, run_id))
         self.conn.commit()
 

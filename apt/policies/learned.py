@@ -4,6 +4,13 @@ Normalisation statistics always come from the checkpoint, never from a config de
 `Normalizer` and observations -> model-batch transforms (apt/policies/transforms.py) serve training
 (on demonstrations) and acting (on live observations), so the two cannot drift apart. `load_policy`
 turns a checkpoint directory (read by apt/checkpoints.py) into a LearnedPolicy.
+
+Same episodes, same answers: `act` runs the model on batches of exactly `batch_rows` observations
+(the last one padded with copies of its last row), so the kernels (and their summation order) that
+compute an observation's chunk do not depend on how many observations it was batched with; the
+frozen text encoder's features are computed once per instruction, alone and on one thread, and
+cached (an episode's instruction never changes). Measured on 2 cores (tiny apt_pi0): per-row
+results are then identical whatever the batch's other rows, their order, or the thread count.
 """
 
 from __future__ import annotations
@@ -20,10 +27,17 @@ from apt.checkpoints import (CheckpointMeta, action_spec_from, check_suite, chec
 from apt.devices import resolve_device
 from apt.models.builders import build_model
 from apt.models.hooks import RelaxedDecoding
+from apt.models.policy_model import VLMBacked
 from apt.policies.transforms import Normalizer, observations_to_batch
 from benchmarks.base import BenchError, Observation, PolicySpec, Suite, sample_seed
 
 log = logging.getLogger(__name__)
+
+# Rows of every model call. Measured (tiny apt_pi0, 2-core EPYC, one thread): an observation costs
+# ~55 ms alone and ~17 ms in a batch of 8 with cached text features; a lone observation padded to 8
+# costs the whole batch, which the engine avoids by keeping `batch_rows` episodes in flight.
+BATCH_ROWS = 8
+TEXT_CACHE_SIZE = 4096  # instructions whose frozen text features are kept
 
 
 class LearnedPolicy:
@@ -37,8 +51,12 @@ class LearnedPolicy:
 
     def __init__(self, model: Any, spec: PolicySpec, state_norm: Normalizer, action_norm: Normalizer,
                  device: str = "cpu", seed: int = 0, policy_id: str = "", checkpoint_sha256: str = "",
-                 noise_scale: float = 1.0):
+                 noise_scale: float = 1.0, batch_rows: int = BATCH_ROWS):
+        if batch_rows < 1:
+            raise BenchError(f"batch_rows must be >= 1, got {batch_rows}")
         self.model = model.eval()
+        self.batch_rows = int(batch_rows)  # FixedBatch: every model call has exactly this many rows
+        self.text_cache: dict[str, torch.Tensor] | None = {}  # None: the backbone has no frozen text encoder
         self.spec = spec
         self.state_norm = state_norm
         self.action_norm = action_norm
@@ -71,7 +89,8 @@ class LearnedPolicy:
         return cls(model.to(dev), spec, Normalizer.from_dict(meta.norm["state"]),
                    Normalizer.from_dict(meta.norm["action"]), device=str(dev), seed=seed,
                    policy_id=meta.policy, checkpoint_sha256=checkpoint_sha256(path),
-                   noise_scale=float(meta.inference.get("noise_scale", 1.0)))
+                   noise_scale=float(meta.inference.get("noise_scale", 1.0)),
+                   batch_rows=int(meta.inference.get("batch_rows", BATCH_ROWS)))
 
     def reset(self) -> None:
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
@@ -101,21 +120,55 @@ class LearnedPolicy:
         return torch.stack(rows).to(self.device)
 
     def batch_from(self, observations: Sequence[Observation]) -> dict[str, torch.Tensor]:
-        """Live observations -> the model's batch schema (normalised state, tokenised instruction)."""
+        """Live observations -> the model's batch schema (normalised state, tokenised instruction);
+        with the frozen encoders' outputs instead of images where the backbone has them (text
+        features from the per-instruction cache)."""
         batch = observations_to_batch(observations, self.spec.observation.cameras, self.state_norm,
                                       self.model.tokenize)
-        return {k: v.to(self.device) for k, v in batch.items()}
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        text = self.text_features([o["instruction"] for o in observations], batch)
+        if text is not None:
+            batch["text_features"] = text
+            batch["image_features"] = self.model.vlm.frozen_features(images=batch.pop("images")).image
+        return batch
 
-    @torch.no_grad()
+    def text_features(self, instructions: list[str], batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Frozen text features [B, L, D] from the cache, each computed alone on one thread the first
+        time its instruction is seen (so its value never depends on the batch or the process's
+        threads); None when the backbone has no frozen text encoder."""
+        if self.text_cache is None or not isinstance(self.model, VLMBacked):
+            return None
+        for i, text in enumerate(instructions):
+            if text in self.text_cache:
+                continue
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                frozen = self.model.vlm.frozen_features(None, batch["input_ids"][i:i + 1],
+                                                        batch["attention_mask"][i:i + 1])
+            finally:
+                torch.set_num_threads(threads)
+            if frozen is None or frozen.text is None:
+                self.text_cache = None
+                return None
+            if len(self.text_cache) >= TEXT_CACHE_SIZE:
+                self.text_cache.clear()
+            self.text_cache[text] = frozen.text
+        return torch.cat([self.text_cache[text] for text in instructions])
+
     def act(self, observations: list[Observation]) -> np.ndarray:
         if not observations:
             return np.zeros((0, self.spec.chunk, self.spec.action.dim), np.float32)
         relaxed_before = _relaxed_chunks(self.model)
-        actions = self.model.sample_actions(self.batch_from(observations), noise=self.sampling_noise(observations))
+        rows = self.batch_rows
+        with torch.inference_mode():
+            parts = [self._model_call(observations[i:i + rows]) for i in range(0, len(observations), rows)]
+        actions = torch.cat(parts)
         relaxed = _relaxed_chunks(self.model) - relaxed_before
         if relaxed:
-            log.info("%s: %d of %d action chunks decoded with a cut / zero-padded coefficient list; %d so far",
-                     self.policy_id or "policy", relaxed, len(observations), self.model.relaxed_chunks)
+            log.info("%s: %d of %d action chunks (padding rows included) decoded with a cut / zero-padded "
+                     "coefficient list; %d so far", self.policy_id or "policy", relaxed, len(observations),
+                     self.model.relaxed_chunks)
         out = self.action_norm.unnormalize(actions.float().cpu().numpy())
         bad = ~np.isfinite(out).all(axis=(1, 2))
         self.chunks += len(out)
@@ -126,6 +179,12 @@ class LearnedPolicy:
                         "zero action; %d of %d so far", self.policy_id or "policy", int(bad.sum()), len(out),
                         self.invalid_chunks, self.chunks)
         return np.clip(out, self.spec.action.low, self.spec.action.high).astype(np.float32)
+
+    def _model_call(self, observations: Sequence[Observation]) -> torch.Tensor:
+        """Normalised chunks of up to `batch_rows` observations, run as exactly `batch_rows` rows."""
+        n = len(observations)
+        padded = list(observations) + [observations[-1]] * (self.batch_rows - n)
+        return self.model.sample_actions(self.batch_from(padded), noise=self.sampling_noise(padded))[:n]
 
 
 def _relaxed_chunks(model: Any) -> int:

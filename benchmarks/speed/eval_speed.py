@@ -1,124 +1,257 @@
-"""Evaluation engine speed: worker scaling and engine overhead, all measured in one run.
+"""Evaluation engine speed against the env-only ceiling, all measured in one run on one work list.
 
-Prints, on the same work list (a split's entries x N episodes, seeds seed..seed+N-1):
-(a) episodes/min of the serial in-process engine (`--workers 0`), of Ray with 1 env worker and with 2
-    env workers, and the ratios (target: 2 workers / 1 worker >= 1.7 on 2 cores);
-(b) with the oracle, engine throughput as a fraction of the env-only ceiling: the same episodes
-    stepped with the scripted expert in a bare loop (no engine, no store, no Ray) in one process
-    (target >= 0.8). Both the in-process engine and 1 Ray worker are compared with it.
+On a split's entries x N episodes (seeds seed..seed+N-1), prints:
+- the env-only ceiling: the same episodes stepped by the scripted expert in a bare loop (no engine,
+  no store, no Ray), without rendering and rendering the policy's cameras (their difference is the
+  render cost per step);
+- episodes/min of `apt-bench run` itself, each run a subprocess into a fresh store, timed from the
+  run's own start and finish in the store's `runs` table (policy load and interpreter start-up are
+  excluded; Ray's start-up and the workers' are included): the oracle in-process; the policy
+  in-process (`--workers 0`, the default: the policy's batch in flight for a learned policy), one
+  episode at a time (`--in-flight 1`) and the default Ray engine; with `--reference-repo DIR`, the
+  same commands with the engine checked out there (another git worktree with its own `.venv`), so
+  old and new run under the same load;
+- each run's ratio to the ceilings and, for the reference, new/old;
+- where an episode's time goes, from the per-episode timings each store keeps (timing_json): env
+  step (rendering included), of which render (ceiling difference x steps), policy compute (what a
+  policy actor reports; in-process the whole call), queueing/IPC (the call minus compute), lockstep
+  wait (the episode's share of its rounds spent on the other episodes' env steps), store (one
+  insert, timed here);
+- how often the runs agree on each episode (key, success, steps).
 
-Timings include everything a user waits for once Ray is up: actor start-up (suite build inside each
-worker), scheduling, result streaming and store writes (a temporary SQLite file). Ray's own start-up
-is excluded (it is paid once per session, and `--ray-address` avoids it).
+`--policy oracle` times the in-process engine and Ray with 1 and 2 env workers instead (scaling).
 
-Run: `python -m benchmarks.speed.eval_speed [--suite tabletop] [--split seen] [--episodes 8]
-[--render]`. `--render` makes the env render the front camera, as a learned policy would need.
+Run: `python -m benchmarks.speed.eval_speed --policy apt_pi0 --split compositional --episodes 4
+[--reference-repo /work/base]` (the README's main job; ~10 min on 2 cores with the reference).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import json
 import os
+import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
 
-from apt.eval.ray_pool import ray_init
-from apt.eval.runner import execute, plan_run
+import numpy as np
+import pandas as pd
+import torch
+
+from apt.devices import cpu_info
+from apt.eval.episodes import Episode, Plan
+from apt.eval.runner import plan_run
 from apt.eval.store import EpisodeRecord, Store
+from benchmarks.base import FixedBatch, Suite
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def _engine(items, plan, pol, suite, workers: int) -> tuple[float, float]:
-    """Seconds to run `items` through the engine (fresh store) with `workers`, and of those the
-    seconds spent starting the env workers."""
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Store(os.path.join(tmp, "speed.sqlite"))
-        meta = dict(run_id="speed", policy_id="p", checkpoint_sha256="", suite="s", suite_version="1",
-                    task_id="", split="", split_key="", split_sha256="", instruction_id="",
-                    instruction_sha256="", axis="", seed=0, episode_index=0)
+@dataclass
+class Run:
+    """One `apt-bench run` subprocess and what its store says about it."""
 
-        def store(r) -> None:
-            db.insert(EpisodeRecord(key=r.key, instruction=r.instruction, success=r.success, steps=r.steps,
-                                    wall_s=r.wall_s, error=r.error, started=r.started, finished=r.finished,
-                                    video=r.video, **meta))
+    label: str
+    repo: Path
+    args: list[str]
+    run_s: float = float("nan")  # the run's started -> finished, from its store
+    wall_s: float = float("nan")  # the whole command
+    episodes: pd.DataFrame = field(default_factory=pd.DataFrame)
+    engine: dict[str, Any] = field(default_factory=dict)
 
-        t = time.perf_counter()
-        stats = execute(items, plan, workers=workers, policy=pol, suite=suite, on_result=store,
-                        progress=False)
-        dt = time.perf_counter() - t
-        db.close()
-    if stats["error"]:
-        print(f"  warning: {stats['error']} episode(s) failed with workers={workers}", file=sys.stderr)
-    return dt, float(stats.get("startup_s", 0.0))
+    @property
+    def per_min(self) -> float:
+        return 60.0 * len(self.episodes) / self.run_s if len(self.episodes) else float("nan")
 
 
-def _ceiling(items, plan, suite) -> tuple[float, int]:
-    """Seconds for the same episodes with the expert in a bare loop; also the success count."""
-    s = plan.settings
-    envs: dict = {}
-    successes = 0
+def ceiling(items: Sequence[Episode], plan: Plan, suite: Suite, cameras: tuple[str, ...]) -> tuple[float, int, int]:
+    """Seconds for `items` with the scripted expert in a bare loop; successes and env steps."""
+    envs: dict[str, Any] = {}
+    successes = steps = 0
     t = time.perf_counter()
     for it in items:
         env = envs.get(it.task_id) or envs.setdefault(
-            it.task_id, suite.make_env(it.task_id, image_size=s.image_size, cameras=s.cameras))
+            it.task_id, suite.make_env(it.task_id, image_size=plan.settings.image_size, cameras=cameras))
         expert = suite.expert(it.task_id)
         obs = env.reset(seed=it.seed, instruction=it.instruction)
         for _ in range(it.max_steps):
             obs, done, info = env.step(expert.act([obs])[0, 0])
+            steps += 1
             if done:
                 successes += int(info.get("success", done))
                 break
     dt = time.perf_counter() - t
     for env in envs.values():
         env.close()
-    return dt, successes
+    return dt, successes, steps
+
+
+def launch(run: Run, common: list[str]) -> Run:
+    """Run `apt-bench run` of `run.repo` into a fresh store; read its timings back."""
+    python = run.repo / ".venv" / "bin" / "python"
+    with tempfile.TemporaryDirectory() as tmp:
+        store = os.path.join(tmp, "speed.sqlite")
+        cmd = [str(python if python.exists() else sys.executable), "-m", "apt.cli", "run", *common, *run.args,
+               "--store", store]
+        env = {**os.environ, "PYTHONPATH": str(run.repo)}
+        t = time.perf_counter()
+        out = subprocess.run(cmd, cwd=run.repo, env=env, capture_output=True, text=True)
+        run.wall_s = time.perf_counter() - t
+        if out.returncode != 0:
+            raise SystemExit(f"{run.label}: {' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+        with sqlite3.connect(store) as conn:
+            runs = pd.read_sql_query("SELECT started, finished, settings_json FROM runs", conn)
+            run.episodes = pd.read_sql_query("SELECT key, success, steps, wall_s, timing_json FROM episodes", conn)
+    started, finished = pd.to_datetime(runs["started"].iloc[0]), pd.to_datetime(runs["finished"].iloc[0])
+    run.run_s = (finished - started).total_seconds()
+    run.engine = json.loads(runs["settings_json"].iloc[0]).get("engine", {})
+    return run
+
+
+def store_ms() -> float:
+    """Milliseconds of one episode's store insert (SQLite, WAL, one commit per episode)."""
+    with tempfile.TemporaryDirectory() as tmp, Store(os.path.join(tmp, "s.sqlite")) as db:
+        meta = dict(run_id="r", policy_id="p", checkpoint_sha256="", suite="s", suite_version="1", task_id="t",
+                    split="", split_key="", split_sha256="", instruction_id="", instruction_sha256="", axis="",
+                    seed=0, episode_index=0, instruction="x", success=False, steps=75, wall_s=1.0, error="",
+                    started="", finished="", video="", timing_json=json.dumps({"calls": 19, "act_ms_mean": 1.0}))
+        t = time.perf_counter()
+        for i in range(200):
+            db.insert(EpisodeRecord(key=str(i), **meta))
+        return (time.perf_counter() - t) / 200 * 1e3
+
+
+def breakdown(run: Run, render_ms_per_step: float, insert_ms: float) -> dict[str, float]:
+    """Mean milliseconds per episode: wall, env, render, compute, queueing/IPC, lockstep wait, store."""
+    t = [json.loads(x or "{}") for x in run.episodes["timing_json"]]
+    calls = np.array([x.get("calls", 0) for x in t], float)
+    act = np.array([x.get("act_ms_total", x.get("act_ms_mean", 0.0) * x.get("calls", 0)) for x in t], float)
+    wall = run.episodes["wall_s"].to_numpy(float) * 1e3
+    env = np.array([x.get("env_ms", np.nan) for x in t], float)
+    env = np.where(np.isnan(env), wall - act, env)  # engines without env timing: the rest of the episode
+    if any("server_infer_ms_mean" in x for x in t):  # a policy actor reported its compute
+        compute = np.array([x.get("server_infer_ms_total", x.get("server_infer_ms_mean", 0.0) * x.get("calls", 0))
+                            for x in t], float)
+    elif "in-process" in run.label:  # the whole call is compute
+        compute = act
+    else:  # an engine whose policy actor did not report it
+        compute = np.full_like(act, np.nan)
+    return {"wall": wall.mean(), "env step": env.mean(),
+            "render": render_ms_per_step * run.episodes["steps"].mean(), "policy compute": np.nanmean(compute),
+            "queue/IPC": np.nanmean(act - compute), "lockstep wait": np.mean(wall - env - act),
+            "store": insert_ms, "calls": calls.mean()}
+
+
+def policy_costs(pol: Any, obs: dict) -> str:
+    """One thread: ms of an act() alone unpadded, alone padded to the policy's batch, and per
+    observation in a full batch (the cost of batch invariance is the middle one)."""
+    if not isinstance(pol, FixedBatch):
+        return ""
+    threads, rows = torch.get_num_threads(), pol.batch_rows
+    torch.set_num_threads(1)
+
+    def ms(n: int) -> float:
+        queries = [{**obs, "sample_key": f"c:{i}"} for i in range(n)]
+        pol.act(queries)
+        t = time.perf_counter()
+        for _ in range(5):
+            pol.act(queries)
+        return (time.perf_counter() - t) / 5 * 1e3
+
+    try:
+        padded, full = ms(1), ms(rows) / rows
+        pol.batch_rows = 1
+        alone = ms(1)
+    finally:
+        pol.batch_rows = rows
+        torch.set_num_threads(threads)
+    return (f"policy act(), 1 thread: {alone:.1f} ms alone unpadded, {padded:.1f} ms alone padded to "
+            f"{rows} rows, {full:.1f} ms/observation in a full batch of {rows}")
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", default="tabletop")
-    ap.add_argument("--split", default="seen")
+    ap.add_argument("--split", default="compositional")
     ap.add_argument("--policy", default="oracle")
-    ap.add_argument("--episodes", type=int, default=8, help="episodes per instruction entry")
-    ap.add_argument("--render", action="store_true", help="render the front camera every step")
-    ap.add_argument("--ray-address", default=None)
+    ap.add_argument("--episodes", type=int, default=4, help="episodes per instruction entry")
+    ap.add_argument("--reference-repo", type=Path, default=None,
+                    help="a checkout of another engine (with .venv) to time with the same commands")
     args = ap.parse_args(argv)
 
-    suite, pol, iset, plan, records = plan_run(policy=args.policy, split=args.split, suite=args.suite,
+    suite, pol, iset, plan, planned = plan_run(policy=args.policy, split=args.split, suite=args.suite,
                                                episodes=args.episodes)
-    if args.render:
-        cams = tuple(suite.observation_spec.cameras[:1])
-        plan = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, cameras=cams))
-    items = list(records.values())
+    items = list(planned.values())
     n = len(items)
-    print(f"eval speed: {args.policy} on {suite.name}/{iset.split}, {n} episodes, cameras "
-          f"{list(plan.settings.cameras) or 'none'}, {os.cpu_count()} CPU(s)")
+    cams = tuple(plan.settings.cameras) or tuple(suite.observation_spec.cameras[:1])
+    print(f"eval speed: {args.policy} on {suite.name}/{iset.split}, {n} episodes, cameras {list(cams)}, "
+          f"{os.cpu_count()} CPU(s), {cpu_info()}")
+    ceiling(items[: min(n, 8)], plan, suite, cams)  # warm-up: builds the renderer
+    bare_s, solved, steps = ceiling(items, plan, suite, ())
+    render_s, _, _ = ceiling(items, plan, suite, cams)
+    render_ms = max(0.0, (render_s - bare_s) / steps * 1e3)
+    env = suite.make_env(items[0].task_id, image_size=plan.settings.image_size, cameras=cams)
+    costs = policy_costs(pol, env.reset(seed=0, instruction=items[0].instruction))
+    env.close()
 
-    ray_init(args.ray_address)
-    _ceiling(items[: min(n, 8)], plan, suite)  # warm-up: compiles the model, builds the renderer
-    ceiling_s, ceiling_succ = _ceiling(items, plan, suite) if plan.episode_hook else (float("nan"), 0)
-    serial_s, _ = _engine(items, plan, pol, suite, workers=0)
-    one_s, one_up = _engine(items, plan, pol, suite, workers=1)
-    two_s, two_up = _engine(items, plan, pol, suite, workers=2)
+    common = ["--suite", args.suite, "--split", args.split, "--episodes", str(args.episodes)]
+    learned = isinstance(pol, FixedBatch)
+    runs = [Run("oracle, in-process", ROOT, ["--policy", "oracle", "--workers", "0"])]
+    engines = ([("in-process", ["--workers", "0"]), ("in-process, 1 in flight", ["--workers", "0", "--in-flight", "1"]),
+                ("Ray default", [])] if learned else [("in-process", ["--workers", "0"]),
+                                                      ("Ray, 1 worker", ["--workers", "1"]),
+                                                      ("Ray, 2 workers", ["--workers", "2"])])
+    ref_engines = [e for e in engines if "--in-flight" not in e[1]]
+    for label, extra in engines:
+        if args.reference_repo is not None and (label, extra) in ref_engines:
+            runs.append(Run(f"old {label}", args.reference_repo.resolve(), ["--policy", args.policy, *extra]))
+        runs.append(Run(f"new {label}", ROOT, ["--policy", args.policy, *extra]))
+    for run in runs:
+        print(f"  running {run.label} ...", file=sys.stderr, flush=True)
+        launch(run, common)
 
     per_min = lambda s: 60.0 * n / s  # noqa: E731
-    print(f"  (a) serial in-process engine : {per_min(serial_s):8.1f} episodes/min ({serial_s:.1f} s)")
-    print(f"      Ray, 1 env worker         : {per_min(one_s):8.1f} episodes/min ({one_s:.1f} s, "
-          f"of which {one_up:.1f} s worker start-up)")
-    print(f"      Ray, 2 env workers        : {per_min(two_s):8.1f} episodes/min ({two_s:.1f} s, "
-          f"of which {two_up:.1f} s worker start-up)")
-    print(f"      2 workers / 1 worker      : {one_s / two_s:.2f}x  (target >= 1.7 on 2 cores); "
-          f"excluding start-up {(one_s - one_up) / (two_s - two_up):.2f}x")
-    print(f"      2 workers / serial        : {serial_s / two_s:.2f}x; excluding start-up "
-          f"{serial_s / (two_s - two_up):.2f}x")
-    if plan.episode_hook:
-        print(f"  (b) env-only ceiling          : {per_min(ceiling_s):8.1f} episodes/min ({ceiling_s:.1f} s, "
-              f"{ceiling_succ}/{n} solved)")
-        print(f"      serial engine / ceiling   : {ceiling_s / serial_s:.2f}  (target >= 0.8)")
-        print(f"      1 Ray worker / ceiling    : {ceiling_s / one_s:.2f}")
-    else:
-        print("  (b) skipped: the env-only ceiling steps the scripted expert (use --policy oracle)")
+    print(f"\nenv-only ceiling (scripted expert, bare loop): {per_min(bare_s):.1f} episodes/min without rendering, "
+          f"{per_min(render_s):.1f} rendering {list(cams)} ({render_ms:.2f} ms/step render); {solved}/{n} solved")
+    if costs:
+        print(costs)
+    print("\n| engine | episodes/min | run s | command s | successes | / bare ceiling | / rendering ceiling "
+          "| / oracle in-process | layout |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    oracle = runs[0].per_min
+    for run in runs:
+        e = run.engine
+        lay = ", ".join(f"{k}={e[k]}" for k in ("workers", "in_flight", "policy_threads", "batch_mean") if k in e)
+        print(f"| {run.label} | {run.per_min:.1f} | {run.run_s:.1f} | {run.wall_s:.1f} | "
+              f"{int(run.episodes['success'].sum())}/{len(run.episodes)} | {run.per_min / per_min(bare_s):.3f} | "
+              f"{run.per_min / per_min(render_s):.3f} | {run.per_min / oracle:.3f} | {lay} |")
+    for label, _ in ref_engines:
+        old = next((r for r in runs if r.label == f"old {label}"), None)
+        new = next(r for r in runs if r.label == f"new {label}")
+        if old is not None:
+            print(f"new / old, {label}: {new.per_min / old.per_min:.2f}x")
+
+    insert = store_ms()
+    print("\nwhere an episode's time goes (mean ms per episode, from the store's per-episode timings):\n")
+    parts = ["wall", "env step", "render", "policy compute", "queue/IPC", "lockstep wait", "store", "calls"]
+    print("| engine | " + " | ".join(parts) + " |")
+    print("|---" * (len(parts) + 1) + "|")
+    for run in runs[1:]:
+        b = breakdown(run, render_ms, insert)
+        print(f"| {run.label} | " + " | ".join("n/a" if np.isnan(b[p]) else f"{b[p]:.0f}" for p in parts) + " |")
+
+    print("\nagreement on (success, steps) per episode key:")
+    base = runs[1].episodes.set_index("key")[["success", "steps"]]
+    for run in runs[2:]:
+        other = run.episodes.set_index("key")[["success", "steps"]].reindex(base.index)
+        same = (other == base).all(axis=1)
+        print(f"  {run.label} vs {runs[1].label}: {int(same.sum())}/{len(base)} identical, "
+              f"success {int((other['success'] == base['success']).sum())}/{len(base)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+"""How a Ray run with a shared (batched) policy is laid out, from costs measured before it starts.
+
+Measured on HEAD at the time of issue 32 (2 cores, tiny apt_pi0): the policy actor sat at ~95% of a
+core while each of the 2 env workers used ~8%, and the policy got batches of at most 2. The engine
+therefore sizes the pool from two numbers it measures in the driver (`measure`, about a second):
+an env's seconds per policy query (`replan_steps` steps, rendering included) and the policy's
+seconds per observation in a full batch on one thread. From them (`layout`):
+
+- episodes in flight per env worker = the policy's batch (`FixedBatch.batch_rows`; 1 otherwise), so
+  one call to the policy actor carries one full batch;
+- the policy actor's torch threads = the cores its share of the work needs (the cores the env
+  workers leave), at least 1;
+- env workers = at least 2 (one steps its episodes while the policy answers the other's batch),
+  more when the envs need more than a core.
+
+A `--workers W` or `--in-flight N` given by the user is kept (the rest is still sized).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from apt.eval.episodes import Episode, Plan
+from benchmarks.base import FixedBatch, Policy, Suite
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Seconds of one policy query's env work, and of one observation in a full policy batch."""
+
+    env_s: float
+    policy_s: float
+    batch: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    workers: int
+    in_flight: int
+    policy_threads: int
+
+
+def measure(plan: Plan, episode: Episode, policy: Policy, suite: Suite, probes: int = 3) -> Costs:
+    """Time `probes` policy queries' worth of env steps and two full policy batches (one thread)."""
+    s = plan.settings
+    batch = policy.batch_rows if isinstance(policy, FixedBatch) else 1
+    env = suite.make_env(episode.task_id, image_size=s.image_size, cameras=s.cameras)
+    try:
+        obs = env.reset(seed=episode.seed, instruction=episode.instruction)
+        zero = np.zeros(suite.action_spec.dim, np.float32)
+        replan = s.replan_steps or policy.spec.chunk
+        t = time.perf_counter()
+        for _ in range(probes * replan):
+            obs, _, _ = env.step(zero)
+        env_s = (time.perf_counter() - t) / probes
+    finally:
+        env.close()
+    queries = [{**obs, "sample_key": f"probe:{i}"} for i in range(batch)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        policy.act(queries)  # warm-up (caches, allocator)
+        t = time.perf_counter()
+        policy.act(queries)
+        policy_s = (time.perf_counter() - t) / batch
+    finally:
+        torch.set_num_threads(threads)
+    return Costs(env_s=env_s, policy_s=policy_s, batch=batch)
+
+
+def layout(costs: Costs, cpus: int, workers: int | None, in_flight: int | None = None,
+           episodes: int | None = None) -> Layout:
+    """Env workers, episodes in flight per worker and policy threads for `cpus` cores (`workers`
+    and `in_flight` where the user gave them); a run of few `episodes` spreads them over the
+    workers rather than idling one."""
+    share = costs.policy_s / max(costs.policy_s + costs.env_s, 1e-9)  # the policy's share of the work
+    threads = min(cpus, max(1, round(cpus * share)))
+    n = workers or max(2, math.ceil(cpus * (1.0 - share)))
+    width = in_flight or max(1, costs.batch)
+    if episodes and not in_flight:
+        width = max(1, min(width, math.ceil(episodes / n)))
+    return Layout(workers=n, in_flight=width, policy_threads=threads)
