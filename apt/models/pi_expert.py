@@ -91,6 +91,7 @@ class PiPrefix:
     kv: list[tuple[Tensor, Tensor]]
     mask: Tensor  # [B, P] bool
     fusion: list[FusionKV] | None
+    suffix_mask: Tensor | None = None  # [B, 1 + H, P + 1 + H], built by the first velocity call
 
 
 class PiExpert(Expert):
@@ -143,13 +144,15 @@ class PiExpert(Expert):
         act = self.action_time_mlp(torch.cat([act, temb], dim=-1))
         x = torch.cat([self.state_in(state)[:, None], act], dim=1) + self.suffix_pos  # [B, 1 + H, W]
 
-        p = prefix.mask.shape[1]
-        dev = x.device
-        pad = torch.cat([prefix.mask, torch.ones(b, 1 + h, dtype=torch.bool, device=dev)], dim=1)
-        starts = torch.zeros(b, p + 1 + h, dtype=torch.bool, device=dev)
-        starts[:, p] = True  # state token: its own block, sees the prefix
-        starts[:, p + 1] = True  # action tokens: one bidirectional block, see prefix + state
-        mask = make_attn_mask(pad, starts)[:, p:]  # rows of the suffix queries: [B, 1 + H, P + 1 + H]
+        mask = prefix.suffix_mask
+        if mask is None:  # the same at every denoising step: built once per prefix
+            p = prefix.mask.shape[1]
+            dev = x.device
+            pad = torch.cat([prefix.mask, torch.ones(b, 1 + h, dtype=torch.bool, device=dev)], dim=1)
+            starts = torch.zeros(b, p + 1 + h, dtype=torch.bool, device=dev)
+            starts[:, p] = True  # state token: its own block, sees the prefix
+            starts[:, p + 1] = True  # action tokens: one bidirectional block, see prefix + state
+            mask = prefix.suffix_mask = make_attn_mask(pad, starts)[:, p:]  # suffix rows: [B, 1 + H, P + 1 + H]
 
         for i, layer in enumerate(self.layers):
             x = self.fuse(i, layer(x, *prefix.kv[i], mask), prefix.fusion)

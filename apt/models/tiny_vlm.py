@@ -133,6 +133,7 @@ class TinyVLM(VLM):
         self.point_head = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, 2 * w), nn.GELU(), nn.Linear(2 * w, 4))
         self.num_layers = cfg.layers
         self.hidden_size = w
+        self.channels_last = False  # the frozen vision encoder's layout (`for_inference`)
 
     def train(self, mode: bool = True) -> TinyVLM:
         super().train(mode)
@@ -144,6 +145,13 @@ class TinyVLM(VLM):
         for name, p in self.named_parameters():
             if not name.startswith(("text_encoder.", "vision_encoder.")):
                 p.requires_grad_(trainable)
+
+    def for_inference(self) -> None:
+        """Channels-last EfficientNet: its depthwise convolutions run ~1.6x faster on CPU that way
+        (16 frames of 96 px, one thread: 55 ms instead of 89); frozen, so only acting sees it."""
+        if isinstance(self.vision_encoder, EfficientNetLite0):
+            self.vision_encoder.to(memory_format=torch.channels_last)
+            self.channels_last = True
 
     def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
         enc = self.tokenizer(list(texts), padding="max_length", truncation=True,
@@ -164,6 +172,8 @@ class TinyVLM(VLM):
             x = resize_images(images_to_float(images).flatten(0, 1), self.cfg.image_size)
             if isinstance(self.vision_encoder, EfficientNetLite0):
                 x = EfficientNetLite0.normalize(x)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             maps = iter(self.vision_encoder.feature_pyramid(x, tuple(s for s in self.strides if s != PIXELS)))
             coarse, *fine = [x if s == PIXELS else next(maps) for s in self.strides]
             assert coarse.shape[-2:] == (self.grid, self.grid), (coarse.shape, self.grid)

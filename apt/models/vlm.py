@@ -125,6 +125,9 @@ class VLM(nn.Module, abc.ABC):
     def set_trainable(self, trainable: bool) -> None:
         """Make the trainable part (trunk / LLM) trainable or frozen; frozen encoders stay frozen."""
 
+    def for_inference(self) -> None:
+        """Lay the frozen encoders out for acting only (a policy calls it once; training never does)."""
+
 
 def images_to_float(images: Tensor) -> Tensor:
     """uint8 [0, 255] or float [0, 1] -> float32 [0, 1], shape kept ([B, N, 3, H, W])."""

@@ -55,6 +55,8 @@ class LearnedPolicy:
         if batch_rows < 1:
             raise BenchError(f"batch_rows must be >= 1, got {batch_rows}")
         self.model = model.eval()
+        if isinstance(model, VLMBacked):
+            model.vlm.for_inference()
         self.batch_rows = int(batch_rows)  # FixedBatch: every model call has exactly this many rows
         self.text_cache: dict[str, torch.Tensor] | None = {}  # None: the backbone has no frozen text encoder
         self.spec = spec

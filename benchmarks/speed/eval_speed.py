@@ -46,7 +46,7 @@ import torch
 from apt.devices import cpu_info
 from apt.eval.episodes import Episode, Plan
 from apt.eval.runner import plan_run
-from apt.eval.store import EpisodeRecord, Store
+from apt.eval.store import EpisodeRecord, Store, read_episodes
 from benchmarks.base import FixedBatch, Suite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--episodes", type=int, default=4, help="episodes per instruction entry")
     ap.add_argument("--reference-repo", type=Path, default=None,
                     help="a checkout of another engine (with .venv) to time with the same commands")
+    ap.add_argument("--committed", type=Path, default=None,
+                    help="a results store (e.g. results/tabletop/store.sqlite) to compare outcomes with")
     args = ap.parse_args(argv)
 
     suite, pol, iset, plan, planned = plan_run(policy=args.policy, split=args.split, suite=args.suite,
@@ -246,12 +248,23 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {run.label} | " + " | ".join("n/a" if np.isnan(b[p]) else f"{b[p]:.0f}" for p in parts) + " |")
 
     print("\nagreement on (success, steps) per episode key:")
-    base = runs[1].episodes.set_index("key")[["success", "steps"]]
-    for run in runs[2:]:
-        other = run.episodes.set_index("key")[["success", "steps"]].reindex(base.index)
-        same = (other == base).all(axis=1)
-        print(f"  {run.label} vs {runs[1].label}: {int(same.sum())}/{len(base)} identical, "
-              f"success {int((other['success'] == base['success']).sum())}/{len(base)}")
+    base = runs[1]
+    others = [(r.label, r.episodes) for r in runs[2:]]
+    if args.committed is not None:
+        others.append((f"committed {args.committed}", read_episodes(args.committed)))
+    for label, df in others:
+        print(f"  {label} vs {base.label}: {agreement(df, base.episodes)}")
+    if args.committed is not None:
+        print(f"  {runs[-1].label} vs committed {args.committed}: {agreement(others[-1][1], runs[-1].episodes)}")
+
+
+def agreement(other: pd.DataFrame, base: pd.DataFrame) -> str:
+    """How many of `base`'s episodes `other` played the same (success and steps; success only)."""
+    ref = base.set_index("key")[["success", "steps"]].astype(float)
+    got = other.set_index("key")[["success", "steps"]].astype(float).reindex(ref.index)  # NaN: not played
+    return (f"{int((got == ref).all(axis=1).sum())}/{len(ref)} identical, success "
+            f"{int((got['success'] == ref['success']).sum())}/{len(ref)} "
+            f"({int(got['success'].sum())} vs {int(ref['success'].sum())} successes)")
 
 
 if __name__ == "__main__":
