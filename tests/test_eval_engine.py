@@ -263,3 +263,20 @@ def test_tabletop_oracle_end_to_end(tmp_path, capsys):
     assert df["success"].mean() >= 0.9
     assert (df["instruction"] == df["instruction"]).all() and df["split_key"].eq("seen").all()
     assert "| ALL" in capsys.readouterr().out
+
+
+def test_ray_layout_is_sized_from_measured_costs():
+    """apt/eval/sizing.py: the policy's batch in flight per worker; policy actors for the cores its
+    share of the work needs (one thread each up to MAX_POLICY_ACTORS); what the user set is kept."""
+    from apt.eval.sizing import MAX_POLICY_ACTORS, Costs, Layout, layout
+
+    policy_heavy = Costs(env_s=0.01, policy_s=0.02, batch=8)  # apt_pi0 on 2 cores, roughly
+    assert layout(policy_heavy, cpus=2, episodes=96) == Layout(workers=2, in_flight=8, policy_actors=2,
+                                                               policy_threads=1)
+    env_heavy = Costs(env_s=0.05, policy_s=0.005, batch=8)
+    assert layout(env_heavy, cpus=8).policy_actors == 1 and layout(env_heavy, cpus=8).workers == 8
+    big = layout(policy_heavy, cpus=32)
+    assert big.policy_actors == MAX_POLICY_ACTORS and big.policy_threads == 5
+    assert layout(policy_heavy, cpus=2, workers=6, in_flight=1) == Layout(6, 1, 2, 1)
+    assert layout(policy_heavy, cpus=2, episodes=6).in_flight == 3  # few episodes: spread, not idle
+    assert layout(policy_heavy, cpus=2, policy_actors=1).policy_actors == 1  # a GPU's actors are kept

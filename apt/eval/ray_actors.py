@@ -8,7 +8,7 @@
   (scripted experts, the oracle) is built inside each env worker, one instance per episode.
 - `PolicyServer` (async actor) holds any other policy and batches the observations arriving from
   all env workers (dynamic batching: up to `max_batch` observations, waiting at most `max_wait_ms`
-  for more), with `plan.policy_threads` torch threads (the cores the env workers leave). Such a
+  for more), with `plan.policy_threads` torch threads (sizing.py). Such a
   batched policy must be stateless across calls (it is not reset per episode, since one batch mixes
   episodes); `ActorPolicy` strips the privileged field before sending and reports the server's
   compute time per call (`ServedTiming`), so an episode's record splits compute from queueing/IPC.

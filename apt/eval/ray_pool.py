@@ -64,17 +64,22 @@ def run_ray(episodes: Sequence[Episode], plan: Plan, workers: int | None,
         n = workers or cpus
         if not plan.episode_hook and policy is not None and suite is not None and episodes:
             costs = measure(plan, episodes[0], policy, suite)
-            lay = layout(costs, cpus, workers, plan.in_flight or None, episodes=len(episodes))
-            plan = replace(plan, in_flight=lay.in_flight, policy_threads=lay.policy_threads)
+            gpu = plan.device.startswith("cuda")
+            lay = layout(costs, cpus, workers, plan.in_flight or None, episodes=len(episodes),
+                         policy_actors=plan.policy_actors if gpu else None)
+            plan = replace(plan, in_flight=lay.in_flight, policy_actors=lay.policy_actors,
+                           policy_threads=lay.policy_threads)
             n = lay.workers
             stats.update(env_ms_per_query=costs.env_s * 1e3, policy_ms_per_obs=costs.policy_s * 1e3)
         plan = replace(plan, in_flight=max(1, plan.in_flight))
         n = max(1, min(n, math.ceil(len(episodes) / plan.in_flight) if episodes else 1))
+        plan = replace(plan, policy_actors=max(1, min(plan.policy_actors, n)))  # each serves >= 1 worker
         depth = plan.in_flight + PIPELINE - 1  # episodes submitted to a worker at a time
-        stats.update(workers=n, in_flight=plan.in_flight, policy_threads=plan.policy_threads)
+        stats.update(workers=n, in_flight=plan.in_flight, policy_actors=plan.policy_actors,
+                     policy_threads=plan.policy_threads)
         if not plan.episode_hook:
             gpus = ray.cluster_resources().get("GPU", 0) if plan.device.startswith("cuda") else 0
-            opts: dict[str, Any] = {"num_cpus": 0}  # mostly waits; leave the cores to env workers
+            opts: dict[str, Any] = {"num_cpus": 0}  # sized by sizing.layout, not by Ray's CPU accounting
             if gpus:
                 opts["num_gpus"] = min(1.0, gpus / plan.policy_actors)
             server_cls = ray.remote(PolicyServer).options(**opts)

@@ -7,13 +7,17 @@ an env's seconds per policy query (`replan_steps` steps, rendering included) and
 seconds per observation in a full batch on one thread. From them (`layout`):
 
 - episodes in flight per env worker = the policy's batch (`FixedBatch.batch_rows`; 1 otherwise), so
-  one call to the policy actor carries one full batch;
-- the policy actor's torch threads = the cores its share of the work needs (the cores the env
-  workers leave), at least 1;
-- env workers = at least 2 (one steps its episodes while the policy answers the other's batch),
-  more when the envs need more than a core.
+  one call to a policy actor carries one full batch;
+- policy actors = the cores the policy's share of the work needs (the cores the env workers
+  leave), rounded up, one thread each (single-threaded small kernels use a core best; past
+  `MAX_POLICY_ACTORS` copies of the model, actors get more threads instead): on 2 cores with
+  apt_pi0 (policy ~2/3 of the work) two actors, each paired with one env worker, keep both cores
+  busy, where one actor left a third of a core idle;
+- env workers = at least 2 and at least one per policy actor (a worker steps its episodes while
+  a policy answers another's batch), more when the envs need more cores.
 
-A `--workers W` or `--in-flight N` given by the user is kept (the rest is still sized).
+A `--workers W` or `--in-flight N` given by the user is kept (the rest is still sized), and so is
+the number of policy actors on a GPU (`Plan.policy_actors`).
 """
 
 from __future__ import annotations
@@ -42,7 +46,11 @@ class Costs:
 class Layout:
     workers: int
     in_flight: int
+    policy_actors: int
     policy_threads: int
+
+
+MAX_POLICY_ACTORS = 4  # each holds a copy of the model; past this, actors get more threads instead
 
 
 def measure(plan: Plan, episode: Episode, policy: Policy, suite: Suite, probes: int = 3) -> Costs:
@@ -73,15 +81,17 @@ def measure(plan: Plan, episode: Episode, policy: Policy, suite: Suite, probes: 
     return Costs(env_s=env_s, policy_s=policy_s, batch=batch)
 
 
-def layout(costs: Costs, cpus: int, workers: int | None, in_flight: int | None = None,
-           episodes: int | None = None) -> Layout:
-    """Env workers, episodes in flight per worker and policy threads for `cpus` cores (`workers`
-    and `in_flight` where the user gave them); a run of few `episodes` spreads them over the
+def layout(costs: Costs, cpus: int, workers: int | None = None, in_flight: int | None = None,
+           episodes: int | None = None, policy_actors: int | None = None) -> Layout:
+    """Env workers, episodes in flight per worker, policy actors and their threads for `cpus` cores
+    (what the user or the device fixed is kept); a run of few `episodes` spreads them over the
     workers rather than idling one."""
     share = costs.policy_s / max(costs.policy_s + costs.env_s, 1e-9)  # the policy's share of the work
-    threads = min(cpus, max(1, round(cpus * share)))
-    n = workers or max(2, math.ceil(cpus * (1.0 - share)))
+    policy_cores = cpus * share
+    actors = policy_actors or min(MAX_POLICY_ACTORS, cpus, max(1, math.ceil(policy_cores - 1e-6)))
+    threads = max(1, int(policy_cores // actors))
+    n = workers or max(2, actors, math.ceil(cpus * (1.0 - share)))
     width = in_flight or max(1, costs.batch)
     if episodes and not in_flight:
         width = max(1, min(width, math.ceil(episodes / n)))
-    return Layout(workers=n, in_flight=width, policy_threads=threads)
+    return Layout(workers=n, in_flight=width, policy_actors=actors, policy_threads=threads)
