@@ -7,10 +7,10 @@ On a split's entries x N episodes (seeds seed..seed+N-1), prints:
 - episodes/min of `apt-bench run` itself, each run a subprocess into a fresh store, timed from the
   run's own start and finish in the store's `runs` table (policy load and interpreter start-up are
   excluded; Ray's start-up and the workers' are included): the oracle in-process; the policy
-  in-process (`--workers 0`, the default: the policy's batch in flight for a learned policy), one
-  episode at a time (`--in-flight 1`) and the default Ray engine; with `--reference-repo DIR`, the
-  same commands with the engine checked out there (another git worktree with its own `.venv`), so
-  old and new run under the same load;
+  in-process (`--workers 0`, the default: the policy's batch in flight for a learned policy; with
+  `--serial` also one episode at a time, `--in-flight 1`) and the default Ray engine; with
+  `--reference-repo DIR`, the same commands with the engine checked out there (another git worktree
+  with its own `.venv`), so old and new run under the same load;
 - each run's ratio to the ceilings and, for the reference, new/old;
 - where an episode's time goes, from the per-episode timings each store keeps (timing_json): env
   step (rendering included), of which render (ceiling difference x steps), policy compute (what a
@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--episodes", type=int, default=4, help="episodes per instruction entry")
     ap.add_argument("--reference-repo", type=Path, default=None,
                     help="a checkout of another engine (with .venv) to time with the same commands")
+    ap.add_argument("--serial", action="store_true",
+                    help="also time the in-process engine one episode at a time (every call padded)")
     ap.add_argument("--committed", type=Path, default=None,
                     help="a results store (e.g. results/tabletop/store.sqlite) to compare outcomes with")
     args = ap.parse_args(argv)
@@ -204,10 +206,10 @@ def main(argv: list[str] | None = None) -> None:
     common = ["--suite", args.suite, "--split", args.split, "--episodes", str(args.episodes)]
     learned = isinstance(pol, FixedBatch)
     runs = [Run("oracle, in-process", ROOT, ["--policy", "oracle", "--workers", "0"])]
-    engines = ([("in-process", ["--workers", "0"]), ("in-process, 1 in flight", ["--workers", "0", "--in-flight", "1"]),
-                ("Ray default", [])] if learned else [("in-process", ["--workers", "0"]),
-                                                      ("Ray, 1 worker", ["--workers", "1"]),
-                                                      ("Ray, 2 workers", ["--workers", "2"])])
+    serial = [("in-process, 1 in flight", ["--workers", "0", "--in-flight", "1"])] if args.serial else []
+    engines = ([("in-process", ["--workers", "0"]), *serial, ("Ray default", [])] if learned else
+               [("in-process", ["--workers", "0"]), ("Ray, 1 worker", ["--workers", "1"]),
+                ("Ray, 2 workers", ["--workers", "2"])])
     ref_engines = [e for e in engines if "--in-flight" not in e[1]]
     for label, extra in engines:
         if args.reference_repo is not None and (label, extra) in ref_engines:
