@@ -129,6 +129,14 @@ class Env(Protocol):
 
 
 @runtime_checkable
+class RendersOnDemand(Protocol):
+    """An env that can step without rendering: the engine uses it for the steps inside an action
+    chunk, whose observations no policy reads (images {}); rendering never changes the physics."""
+
+    def step_unrendered(self, action: np.ndarray) -> tuple[Observation, bool, dict[str, Any]]: ...
+
+
+@runtime_checkable
 class Policy(Protocol):
     """A batch of observations in, a batch of action chunks float32[B, H, A] out."""
 

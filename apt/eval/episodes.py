@@ -154,7 +154,7 @@ class EpisodeRunner:
             policy = self.policy.episode_policy(episode.task_id) if self.plan.episode_hook else self.policy
             policy.reset()
             camera = s.cameras[0] if s.cameras else None
-            recorder = make_recorder(self.plan.video_dir, episode.key, camera)
+            recorder = make_recorder(self.plan.video_dir, episode.key, camera) if self.plan.video_dir else None
             steps = play_steps(env, episode.key, episode.instruction, episode.seed, episode.max_steps,
                                s.replan_steps, recorder, task_id=episode.task_id)
             slot = _Slot(episode, started, env, policy, steps, next(steps))

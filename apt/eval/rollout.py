@@ -22,7 +22,8 @@ from typing import Any, Generator, Protocol
 
 import numpy as np
 
-from benchmarks.base import BenchError, Env, NoiseSampling, Observation, Policy, ReportsTiming, RequestTiming
+from benchmarks.base import (BenchError, Env, NoiseSampling, Observation, Policy, RendersOnDemand, ReportsTiming,
+                             RequestTiming)
 
 
 class ProvenanceError(BenchError):
@@ -130,6 +131,7 @@ def play_steps(env: Env, key: str, instruction: str, seed: int, max_steps: int, 
     if recorder is not None:
         recorder.add(obs)
     steps, success = 0, False
+    blind_steps = recorder is None and isinstance(env, RendersOnDemand)
     while steps < max_steps and not success:
         check_provenance(obs, instruction)
         reply = yield {**obs, "sample_key": f"{task_id}:{seed}:{steps}"}
@@ -139,8 +141,11 @@ def play_steps(env: Env, key: str, instruction: str, seed: int, max_steps: int, 
             raise BenchError(f"policy returned actions of shape {chunk.shape}; expected [1, H, A]")
         n = chunk.shape[1] if replan_steps is None else min(replan_steps, chunk.shape[1])
         t_env = time.perf_counter()
-        for action in chunk[0, :n]:
-            obs, done, info = env.step(action)
+        for i, action in enumerate(chunk[0, :n]):
+            # Only the chunk's last observation is read (by the policy): the others need no images,
+            # unless a video records them.
+            blind = blind_steps and i < n - 1
+            obs, done, info = env.step_unrendered(action) if blind else env.step(action)
             steps += 1
             if recorder is not None:
                 recorder.add(obs)

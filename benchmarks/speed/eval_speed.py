@@ -141,9 +141,11 @@ def breakdown(run: Run, render_ms_per_step: float, insert_ms: float) -> dict[str
         compute = act
     else:  # an engine whose policy actor did not report it
         compute = np.full_like(act, np.nan)
+    known = not np.isnan(compute).all()
     return {"wall": wall.mean(), "env step": env.mean(),
-            "render": render_ms_per_step * run.episodes["steps"].mean(), "policy compute": np.nanmean(compute),
-            "queue/IPC": np.nanmean(act - compute), "lockstep wait": np.mean(wall - env - act),
+            "render": render_ms_per_step * run.episodes["steps"].mean(),
+            "policy compute": np.nanmean(compute) if known else np.nan,
+            "queue/IPC": np.nanmean(act - compute) if known else np.nan, "lockstep wait": np.mean(wall - env - act),
             "store": insert_ms, "calls": calls.mean()}
 
 
@@ -250,14 +252,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {run.label} | " + " | ".join("n/a" if np.isnan(b[p]) else f"{b[p]:.0f}" for p in parts) + " |")
 
     print("\nagreement on (success, steps) per episode key:")
-    base = runs[1]
-    others = [(r.label, r.episodes) for r in runs[2:]]
+    played = [(r.label, r.episodes) for r in runs[1:]]
     if args.committed is not None:
-        others.append((f"committed {args.committed}", read_episodes(args.committed)))
-    for label, df in others:
-        print(f"  {label} vs {base.label}: {agreement(df, base.episodes)}")
-    if args.committed is not None:
-        print(f"  {runs[-1].label} vs committed {args.committed}: {agreement(others[-1][1], runs[-1].episodes)}")
+        played.append((f"committed {args.committed}", read_episodes(args.committed)))
+    for i, (label, df) in enumerate(played):
+        for other_label, other in played[i + 1:]:
+            print(f"  {other_label} vs {label}: {agreement(other, df)}")
 
 
 def agreement(other: pd.DataFrame, base: pd.DataFrame) -> str:

@@ -110,6 +110,13 @@ class TabletopEnv:
         return self._obs()
 
     def step(self, action: np.ndarray) -> tuple[Observation, bool, dict[str, Any]]:
+        return self._step(action, render=True)
+
+    def step_unrendered(self, action: np.ndarray) -> tuple[Observation, bool, dict[str, Any]]:
+        """`step` without rendering (benchmarks.base.RendersOnDemand): the observation's images are {}."""
+        return self._step(action, render=False)
+
+    def _step(self, action: np.ndarray, render: bool) -> tuple[Observation, bool, dict[str, Any]]:
         if self.layout is None:
             raise BenchError("TabletopEnv.step called before reset")
         a = np.clip(checked_action(action, ACTION_DIM, f"tabletop actions are float[{ACTION_DIM}] (dx, dy, dz, "
@@ -123,7 +130,7 @@ class TabletopEnv:
             d.mocap_pos[self._grip_mocap] = start + (self._target - start) * (k / _INTERP_CHUNKS) + self._tcp_offset
             mj.mj_step(m, d, nstep=n)
         success = self.task_success()
-        return self._obs(), success, {"success": success}
+        return self._obs(render), success, {"success": success}
 
     def close(self) -> None:
         self.layout = None  # the model and the renderer are shared per process; nothing to free
@@ -185,12 +192,12 @@ class TabletopEnv:
     def _canonical(self) -> str:
         return canonical_instruction(self.skill, self.obj, self.target)
 
-    def _obs(self) -> Observation:
+    def _obs(self, render: bool = True) -> Observation:
         d = self.data
         tcp = d.site_xpos[self._tcp_site].copy()
         gap = 2.0 * float(np.mean([d.qpos[a] for a in self._finger_qadr]))
         images: dict[str, np.ndarray] = {}
-        if self.cameras:
+        if self.cameras and render:
             renderer = get_renderer(self.model, self.image_size)
             for c in self.cameras:
                 images[c] = renderer.render(d, self._cam_ids[c], self.image_size, self.image_size)
