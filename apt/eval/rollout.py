@@ -109,7 +109,8 @@ def run_episode(env: Env, key: str, instruction: str, seed: int, max_steps: int,
 
 @dataclass(frozen=True)
 class Reply:
-    """What the engine sends back into `play_steps` for one observation: its chunk [1, H, A], the seconds the policy call took as the env saw it, and a remote policy's own report."""
+    """What the engine sends back into `play_steps` for one observation: its chunk [1, H, A], the
+    seconds the policy call took as the env saw it, and a remote policy's own report."""
 
     chunk: np.ndarray
     act_s: float
