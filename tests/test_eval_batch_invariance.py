@@ -5,6 +5,7 @@ are batched differently in each (LearnedPolicy runs fixed-shape batches; apt/pol
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def test_learned_episodes_do_not_depend_on_batching_or_workers(split, tmp_path):
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     runs = {"in-process": dict(workers=0), "in-process, 2 in flight": dict(workers=0, in_flight=2),
-            "2 workers x 3": dict(workers=2, in_flight=3), "6 workers x 1": dict(workers=6, in_flight=1)}
+            "2 workers x 3": dict(workers=2, in_flight=3), "6 workers x 1": dict(workers=6, in_flight=1),
+            "default engine": dict(workers=None)}
     cols = ["key", "success", "steps"]
     frames = {}
     try:
@@ -72,8 +74,11 @@ def test_learned_episodes_do_not_depend_on_batching_or_workers(split, tmp_path):
             assert runner.run(policy=str(CHECKPOINT), split=str(split), episodes=1, store=str(store),
                               progress=False, quiet=True, **kw) == 0
             frames[name] = read_episodes(store)[cols].sort_values("key").reset_index(drop=True)
-            with Store(store) as db:  # the run records the CPU it computed on
-                assert "simd" in db.runs()["settings_json"].iloc[0]
+            with Store(store) as db:  # the run records the CPU it computed on (and the engine it chose)
+                settings = json.loads(db.runs()["settings_json"].iloc[0])
+            assert "simd" in settings["cpu"]
+            if kw["workers"] is None:
+                assert settings["engine"]["engine_chosen"] in ("in-process", "ray")
     finally:
         if started:
             ray.shutdown()

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 from apt.eval.episodes import MAX_ATTEMPTS, Episode, Plan, error_result
 from apt.eval.ray_actors import EnvWorker, PolicyServer
 from apt.eval.rollout import EpisodeResult, ProvenanceError, now
-from apt.eval.sizing import layout, measure
+from apt.eval.sizing import Costs, layout, measure
 from benchmarks.base import Policy, Suite
 
 PIPELINE = 2  # episodes queued per episode slot of an env worker (hides the driver round trip)
@@ -48,10 +48,11 @@ def ray_init(ray_address: str | None) -> bool:
 
 def run_ray(episodes: Sequence[Episode], plan: Plan, workers: int | None,
             on_result: Callable[[EpisodeResult], None], ray_address: str | None = None,
-            policy: Policy | None = None, suite: Suite | None = None) -> dict:
+            policy: Policy | None = None, suite: Suite | None = None, costs: Costs | None = None) -> dict:
     """Fan `episodes` out over env worker actors; returns scheduling stats (batch sizes, restarts,
     the layout and the costs it was sized from). `policy` and `suite` (the driver's) are used to
-    measure those costs; without them a shared policy gets one episode in flight per worker."""
+    measure those costs (unless the caller already did: `costs`); without them a shared policy gets
+    one episode in flight per worker."""
     import ray
     from ray.exceptions import RayActorError
 
@@ -63,7 +64,7 @@ def run_ray(episodes: Sequence[Episode], plan: Plan, workers: int | None,
         cpus = max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)))
         n = workers or cpus
         if not plan.episode_hook and policy is not None and suite is not None and episodes:
-            costs = measure(plan, episodes[0], policy, suite)
+            costs = costs or measure(plan, episodes[0], policy, suite)
             gpu = plan.device.startswith("cuda")
             lay = layout(costs, cpus, workers, plan.in_flight or None, episodes=len(episodes),
                          policy_actors=plan.policy_actors if gpu else None)

@@ -15,12 +15,16 @@ instruction's own hash is in the key too, so editing one entry of a shipped spli
 that entry. Each episode is one `episodes.Episode`, from this plan to its stored row.
 
 The engine: `execute` plays the work list in-process (local.py, `--workers 0`) or over Ray
-(ray_pool.py) behind one progress bar.
+(ray_pool.py) behind one progress bar. Without `--workers` (and `--ray-address`) it measures the
+run's costs and, for a shared policy, picks the engine predicted faster on this machine
+(sizing.engine): in-process on 2 cores, Ray on more; the choice and its prediction go into the
+run's engine record.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -36,6 +40,7 @@ from apt.eval.compare import markdown_table
 from apt.eval.episodes import Episode, Plan
 from apt.eval.local import in_flight as local_in_flight, run_local
 from apt.eval.ray_pool import run_ray
+from apt.eval.sizing import Costs, engine, measure
 from apt.eval.rollout import EpisodeResult, Settings, apply_settings, now
 from apt.eval.stats import success_table
 from apt.eval.store import Store
@@ -145,15 +150,26 @@ def execute(episodes: Sequence[Episode], plan: Plan, *, workers: int | None, pol
         bar.update(1)
         bar.set_postfix(success=f"{counts['success'] / counts['done']:.1%}", errors=counts["error"])
 
+    choice: dict = {}
+    costs: Costs | None = None
+    if workers is None and ray_address is None and episodes and not plan.episode_hook:
+        costs = measure(plan, episodes[0], policy, suite)
+        picked, local_s, ray_s = engine(costs, len(os.sched_getaffinity(0)))
+        workers = 0 if picked == "in-process" else None
+        choice = {"engine_chosen": picked, "predicted_ms_per_query": {"in-process": round(local_s * 1e3, 2),
+                                                                       "ray": round(ray_s * 1e3, 2)}}
+        if progress:
+            print(f"engine: {picked} (predicted {local_s * 1e3:.1f} ms per policy query in-process, "
+                  f"{ray_s * 1e3:.1f} on Ray; --workers N chooses)", file=sys.stderr)
     try:
         if workers == 0:
             run_local(episodes, plan, policy, suite, report)
             stats: dict = {"workers": 0, "in_flight": local_in_flight(plan, policy)}
         else:
-            stats = run_ray(episodes, plan, workers, report, ray_address, policy=policy, suite=suite)
+            stats = run_ray(episodes, plan, workers, report, ray_address, policy=policy, suite=suite, costs=costs)
     finally:
         bar.close()
-    return {**stats, **counts}
+    return {**choice, **stats, **counts}
 
 
 def run(policy: str, split: str, suite: str = "tabletop", episodes: int | None = None,

@@ -6,12 +6,14 @@ On a split's entries x N episodes (seeds seed..seed+N-1), prints:
   render cost per step);
 - episodes/min of `apt-bench run` itself, each run a subprocess into a fresh store, timed from the
   run's own start and finish in the store's `runs` table (policy load and interpreter start-up are
-  excluded; Ray's start-up and the workers' are included): the oracle in-process; the policy
-  in-process (`--workers 0`, the default: the policy's batch in flight for a learned policy; with
-  `--serial` also one episode at a time, `--in-flight 1`) and the default Ray engine; with
-  `--reference-repo DIR`, the same commands with the engine checked out there (another git worktree
-  with its own `.venv`), so old and new run under the same load;
-- each run's ratio to the ceilings and, for the reference, new/old;
+  excluded; Ray's start-up and the workers' are included): the oracle in-process; the policy with
+  the default engine (no `--workers`: the engine `apt-bench run` picks from measured costs, named in
+  the label), in-process (`--workers 0`: the policy's batch in flight for a learned policy; with
+  `--serial` also one episode at a time, `--in-flight 1`) and on Ray (`--workers <cores>`, the
+  rest sized from measured costs); with `--reference-repo DIR`, the default and in-process commands
+  with the engine checked out there (another git worktree with its own `.venv`; its default was Ray
+  with one worker per core), so old and new run under the same load;
+- each run's ratio to the ceilings and, for the reference, new/old (new Ray against old default);
 - where an episode's time goes, from the per-episode timings each store keeps (timing_json): env
   step (rendering included), of which render (ceiling difference x steps), policy compute (what a
   policy actor reports; in-process the whole call), queueing/IPC (the call minus compute), lockstep
@@ -137,7 +139,7 @@ def breakdown(run: Run, render_ms_per_step: float, insert_ms: float) -> dict[str
     if any("server_infer_ms_mean" in x for x in t):  # a policy actor reported its compute
         compute = np.array([x.get("server_infer_ms_total", x.get("server_infer_ms_mean", 0.0) * x.get("calls", 0))
                             for x in t], float)
-    elif "in-process" in run.label:  # the whole call is compute
+    elif "in-process" in run.label:  # the whole call is compute (the default names its engine)
         compute = act
     else:  # an engine whose policy actor did not report it
         compute = np.full_like(act, np.nan)
@@ -209,10 +211,15 @@ def main(argv: list[str] | None = None) -> None:
     learned = isinstance(pol, FixedBatch)
     runs = [Run("oracle, in-process", ROOT, ["--policy", "oracle", "--workers", "0"])]
     serial = [("in-process, 1 in flight", ["--workers", "0", "--in-flight", "1"])] if args.serial else []
-    engines = ([("in-process", ["--workers", "0"]), *serial, ("Ray default", [])] if learned else
+    cores = len(os.sched_getaffinity(0))
+    # A learned policy: the default (the engine `apt-bench run` picks from measured costs), and each
+    # engine forced. The reference engine's default was Ray with one worker per core.
+    engines = ([("default", []), ("in-process", ["--workers", "0"]), *serial,
+                (f"Ray, {cores} workers", ["--workers", str(cores)])] if learned else
                [("in-process", ["--workers", "0"]), ("Ray, 1 worker", ["--workers", "1"]),
                 ("Ray, 2 workers", ["--workers", "2"])])
-    ref_engines = [e for e in engines if "--in-flight" not in e[1]]
+    ref_engines = [e for e in engines if "--in-flight" not in e[1] and not e[0].startswith("Ray,")] if learned \
+        else engines
     for label, extra in engines:
         if args.reference_repo is not None and (label, extra) in ref_engines:
             runs.append(Run(f"old {label}", args.reference_repo.resolve(), ["--policy", args.policy, *extra]))
@@ -220,6 +227,9 @@ def main(argv: list[str] | None = None) -> None:
     for run in runs:
         print(f"  running {run.label} ...", file=sys.stderr, flush=True)
         launch(run, common)
+        picked = run.engine.get("engine_chosen")
+        if picked:
+            run.label += f" ({picked})"
 
     per_min = lambda s: 60.0 * n / s  # noqa: E731
     print(f"\nenv-only ceiling (scripted expert, bare loop): {per_min(bare_s):.1f} episodes/min without rendering, "
@@ -236,11 +246,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {run.label} | {run.per_min:.1f} | {run.run_s:.1f} | {run.wall_s:.1f} | "
               f"{int(run.episodes['success'].sum())}/{len(run.episodes)} | {run.per_min / per_min(bare_s):.3f} | "
               f"{run.per_min / per_min(render_s):.3f} | {run.per_min / oracle:.3f} | {lay} |")
-    for label, _ in ref_engines:
-        old = next((r for r in runs if r.label == f"old {label}"), None)
-        new = next(r for r in runs if r.label == f"new {label}")
-        if old is not None:
-            print(f"new / old, {label}: {new.per_min / old.per_min:.2f}x")
+    def labelled(prefix: str) -> Run | None:
+        return next((r for r in runs if r.label == prefix or r.label.startswith(prefix + " (")), None)
+
+    pairs = [(f"new {label}", f"old {label}") for label, _ in ref_engines]
+    if learned:
+        pairs.append((f"new Ray, {cores} workers", "old default"))
+    for new_label, old_label in pairs:
+        new, old = labelled(new_label), labelled(old_label)
+        if new is not None and old is not None:
+            print(f"{new.label} / {old.label}: {new.per_min / old.per_min:.2f}x")
 
     insert = store_ms()
     print("\nwhere an episode's time goes (mean ms per episode, from the store's per-episode timings):\n")
