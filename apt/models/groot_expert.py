@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from apt.models.expert_base import Expert, ExpertConfig
+from apt.models.expert_base import ExpertConfig, InsertedFusionExpert
 from apt.models.fusion import FusionConfig, FusionKV, GatedFusionLayer
 from apt.models.layers import CrossAttention, SelfAttentionBlock, compact_tokens, sincos_embedding
 from apt.models.vlm import VLMOutput
@@ -72,7 +72,7 @@ class GrootPrefix:
     fusion: list[FusionKV] | None
 
 
-class GrootExpert(Expert):
+class GrootExpert(InsertedFusionExpert):
     """GR00T-style DiT expert. Call: forward(vlm_out, state [B,S], x_t [B,H,A], t [B], key_mask) -> [B,H,A]."""
 
     def __init__(self, cfg: ExpertConfig, *, vlm_hidden: int, vlm_layers: int, state_dim: int,

@@ -1,14 +1,17 @@
 """VLAModel: a VLM backbone + an action expert trained by flow matching, in one of three recipes.
 
-Recipe stages (`ModelConfig.stage`):
-  stage1  Vision-Action prior. VLM frozen; the expert has only its L trunk attention layers and every
-          one of them sees image tokens only (language keys masked out).
-  stage2  Prior + language likelihood. A gated fusion layer follows each trunk layer and reads the
-          full VLM features; trunk layers keep the image-only keys. Built from a Stage-1 model with
+Recipe stages (`ModelConfig.stage`), for the fusion design `ModelConfig.fusion.kind`:
+  stage1  Vision-Action prior on a frozen VLM. highway (released): `depth` expert blocks, all
+          language-isolated, each mixing a VLM layer into the expert's VL stream. cross_attention
+          (legacy): only the L trunk attention layers, every one sees image tokens only.
+  stage2  Prior + language likelihood. highway: 2 * depth blocks, a new language-seeing block before
+          each copied Stage-1 block (still language-isolated). cross_attention: a gated fusion layer
+          follows each trunk layer and reads the full VLM features. Built from a Stage-1 model with
           `stage2_from_stage1` (or a Stage-1 checkpoint with `load_stage1_state_dict`). The VLM trains
           iff `fusion.unfreeze_vlm`, at `fusion.vlm_lr_multiplier` times the base LR.
-  full    The standard end-to-end baseline: the same modules as stage2 (so capacity matches), every
-          layer sees language, the VLM's trainable part trains at the base LR, random expert init.
+  full    The end-to-end baseline: the stage2 model from a random expert (highway: the identical
+          model, masks included; cross_attention: every layer sees language), the VLM's trainable part
+          trains at the base LR.
 
 Batch schema (one schema, validated here): {"images": [B, N_cam, 3, H, W] uint8 (or float in [0, 1]) --
 or instead the cached frozen-encoder outputs "image_features" [B, N*P, C] and "text_features" [B, L, D] --
@@ -28,9 +31,10 @@ import torch
 from torch import Tensor, nn
 
 from apt.models.backbones import build_vlm
+from apt.models.apt_expert import AptExpert
 from apt.models.expert_base import Expert, ExpertConfig
 from apt.models.flow import FlowConfig
-from apt.models.fusion import FusionConfig, fusion_parameter_names
+from apt.models.fusion import FusionConfig, legacy_fusion_dict
 from apt.models.groot_expert import GrootExpert
 from apt.models.pi_expert import PiExpert
 from apt.models.vlm import VLM, FrozenFeatures, VLMConfig, VLMOutput
@@ -77,6 +81,12 @@ class ModelConfig(JsonConfig):
     def vlm_trainable(self) -> bool:
         return self.stage == "full" or (self.stage == "stage2" and self.fusion.unfreeze_vlm)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """From a config.json's model entry; one written before `fusion.kind` existed (no `kind`, or no
+        fusion entry) reads as the legacy `cross_attention` design it was trained with."""
+        return _from_dict(cls, {**d, "fusion": legacy_fusion_dict(d.get("fusion"))})
+
 
 
 def _from_dict(cls: type, d: dict[str, Any]) -> Any:
@@ -98,6 +108,19 @@ def _from_dict(cls: type, d: dict[str, Any]) -> Any:
 
 
 # ------------------------------------------------------------------------------------------- model
+def build_expert(cfg: ModelConfig, vlm: VLM) -> Expert:
+    """The expert of `cfg`'s architecture, fusion design and stage, sized to read `vlm`."""
+    sizes = {"vlm_hidden": vlm.hidden_size, "vlm_layers": vlm.num_layers, "state_dim": cfg.state_dim,
+             "action_dim": cfg.action_dim, "chunk_len": cfg.chunk_len}
+    if cfg.fusion.kind == "highway":
+        if cfg.arch != "pi0":
+            raise ValueError("the highway design is built for arch 'pi0' only so far; use fusion.kind "
+                             "'cross_attention' for 'groot'")
+        return AptExpert(cfg.expert, **sizes, fusion=cfg.fusion, stage2=cfg.stage != "stage1")
+    legacy = PiExpert if cfg.arch == "pi0" else GrootExpert
+    return legacy(cfg.expert, **sizes, fusion=None if cfg.stage == "stage1" else cfg.fusion)
+
+
 class VLMBacked(nn.Module):
     """What every policy model on a VLM shares: tokenising through the VLM, running it on a batch, and
     keeping a frozen VLM in inference mode (no dropout) whatever `train()` is called with. Subclasses
@@ -134,11 +157,7 @@ class VLAModel(VLMBacked):
         super().__init__()
         self.cfg = cfg
         self.vlm: VLM = vlm if vlm is not None else build_vlm(cfg.vlm)
-        expert_cls = PiExpert if cfg.arch == "pi0" else GrootExpert
-        self.expert: Expert = expert_cls(
-            cfg.expert, vlm_hidden=self.vlm.hidden_size, vlm_layers=self.vlm.num_layers, state_dim=cfg.state_dim,
-            action_dim=cfg.action_dim, chunk_len=cfg.chunk_len,
-            fusion=None if cfg.stage == "stage1" else cfg.fusion)
+        self.expert: Expert = build_expert(cfg, self.vlm)
         self.vlm_trains = cfg.vlm_trainable
         self.vlm.set_trainable(cfg.vlm_trainable)
 
@@ -196,24 +215,30 @@ class VLAModel(VLMBacked):
 
 
 def load_stage1_state_dict(model: VLAModel, state_dict: dict[str, Tensor]) -> None:
-    """Load a Stage-1 state dict into a Stage-2 model: every Stage-1 tensor must match; the only
-    missing keys allowed are the inserted fusion layers (they keep their fresh init)."""
+    """Load a Stage-1 state dict into a Stage-2 model: every non-expert tensor (the VLM) must match;
+    the expert takes over what its fusion design and `fusion.carry` say (`Expert.load_stage1`)."""
     if model.cfg.stage != "stage2":
         raise ValueError(f"target model must be stage2, is {model.cfg.stage}")
-    res = model.load_state_dict(state_dict, strict=False)
-    allowed = {"expert." + n for n in fusion_parameter_names(model.expert)}
-    bad_missing = [k for k in res.missing_keys if k not in allowed]
+    expert = {k.removeprefix("expert."): v for k, v in state_dict.items() if k.startswith("expert.")}
+    res = model.load_state_dict({k: v for k, v in state_dict.items() if not k.startswith("expert.")}, strict=False)
+    bad_missing = [k for k in res.missing_keys if not k.startswith("expert.")]
     if res.unexpected_keys or bad_missing:
-        raise ValueError(f"not a Stage-1 state dict of this architecture: unexpected {res.unexpected_keys[:5]}, "
+        raise ValueError(f"not a Stage-1 state dict of this model: unexpected {res.unexpected_keys[:5]}, "
                          f"missing {bad_missing[:5]}")
+    model.expert.load_stage1(expert, model.cfg.fusion)
 
 
 def stage2_from_stage1(stage1: VLAModel, fusion: FusionConfig | None = None) -> VLAModel:
-    """Stage-1 model -> Stage-2 model by construction (shares the VLM module, copies all expert weights).
+    """Stage-1 model -> Stage-2 model by construction (shares the VLM module; the expert takes over
+    the Stage-1 expert as `Expert.load_stage1` says). `fusion`: Stage 2's settings (default Stage 1's;
+    its `kind` must stay Stage 1's).
 
-    The returned model's outputs equal the Stage-1 prior's up to the gates' initial opening
-    sigmoid(gate_init_logit) per inserted layer.
+    cross_attention: every expert weight is copied, and the outputs equal the Stage-1 prior's up to the
+    gates' initial opening sigmoid(gate_init_logit) per inserted layer. highway: Stage-1 block i becomes
+    block 2i + 1 (with `carry="all"` every other expert tensor follows).
     """
+    if fusion is not None and fusion.kind != stage1.cfg.fusion.kind:
+        raise ValueError(f"Stage 2 must keep Stage 1's fusion design {stage1.cfg.fusion.kind!r}, got {fusion.kind!r}")
     if stage1.cfg.stage != "stage1":
         raise ValueError(f"expected a stage1 model, got {stage1.cfg.stage}")
     cfg = stage1.cfg.replace(stage="stage2", fusion=fusion or stage1.cfg.fusion)
