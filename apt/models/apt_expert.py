@@ -31,9 +31,9 @@ from torch import Tensor, nn
 
 from apt.models.expert_base import Expert, ExpertConfig
 from apt.models.fusion import FusionConfig
-from apt.models.highway import (AdaRMSNorm, Highway, HighwayBlock, highway_layer_maps, highway_masks, stage2_name,
+from apt.models.highway import (Highway, HighwayBlock, highway_layer_maps, highway_masks, stage2_name,
                                 stage_layout)
-from apt.models.layers import sincos_embedding
+from apt.models.layers import ada_rms_norm, sincos_embedding
 from apt.models.vlm import VLMOutput
 
 
@@ -73,7 +73,7 @@ class AptExpert(Expert):
             HighwayBlock(w, cfg.heads, cfg.kv_heads or cfg.heads, head_dim, int(w * cfg.mlp_ratio))
             for _ in self.isolated)
         self.highway = Highway(vlm_hidden, w, len(self.isolated), fusion)
-        self.final_norm = AdaRMSNorm(w)
+        self.final_norm = ada_rms_norm(w)
         self.action_out = nn.Linear(w, action_dim)
 
     def embed_vl(self, vlm: VLMOutput) -> Tensor:

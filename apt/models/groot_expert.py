@@ -21,24 +21,8 @@ from torch import Tensor, nn
 
 from apt.models.expert_base import ExpertConfig, InsertedFusionExpert
 from apt.models.fusion import FusionConfig, FusionKV, GatedFusionLayer
-from apt.models.layers import CrossAttention, SelfAttentionBlock, compact_tokens, sincos_embedding
+from apt.models.layers import CrossAttention, SelfAttentionBlock, ada_layer_norm, compact_tokens, sincos_embedding
 from apt.models.vlm import VLMOutput
-
-
-class AdaLayerNorm(nn.Module):
-    """LayerNorm whose shift/scale come from the timestep embedding (zero-initialised: starts as LN)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
-        self.mod = nn.Linear(dim, 2 * dim)
-        nn.init.zeros_(self.mod.weight)
-        nn.init.zeros_(self.mod.bias)
-
-    def forward(self, x: Tensor, temb: Tensor) -> Tensor:
-        """x [B, T, D], temb [B, D]."""
-        shift, scale = self.mod(temb)[:, None].chunk(2, dim=-1)
-        return self.norm(x) * (1 + scale) + shift
 
 
 class DiTBlock(nn.Module):
@@ -47,9 +31,9 @@ class DiTBlock(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: float, cross: bool) -> None:
         super().__init__()
         self.cross = cross
-        self.norm1 = AdaLayerNorm(dim)
+        self.norm1 = ada_layer_norm(dim)
         self.attn = CrossAttention(dim, dim, heads)
-        self.norm2 = AdaLayerNorm(dim)
+        self.norm2 = ada_layer_norm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
 
@@ -90,7 +74,7 @@ class GrootExpert(InsertedFusionExpert):
         self.pos = nn.Parameter(torch.randn(1 + cfg.num_future_tokens + chunk_len, w) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(w, w), nn.SiLU(), nn.Linear(w, w))
         self.blocks = nn.ModuleList(DiTBlock(w, cfg.heads, cfg.mlp_ratio, cross=(i % 2 == 0)) for i in range(cfg.depth))
-        self.norm_out = AdaLayerNorm(w)
+        self.norm_out = ada_layer_norm(w)
         self.action_out = nn.Linear(w, action_dim)
         if fusion is not None:
             self.insert_fusion_layers(fusion)

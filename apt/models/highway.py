@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from apt.models.fusion import FusionConfig
-from apt.models.layers import RMSNorm, masked_attention, merge_heads, split_heads
+from apt.models.layers import RMSNorm, ada_rms_norm, masked_attention, merge_heads, split_heads
 
 
 # ------------------------------------------------------------------------------------------ layout
@@ -98,23 +98,6 @@ def highway_masks(image_mask: Tensor, pad_mask: Tensor, n_actions: int) -> dict[
 
 
 # ------------------------------------------------------------------------------------------ layers
-class AdaRMSNorm(nn.Module):
-    """RMSNorm whose scale and shift come from the flow-time embedding (zero-initialised: starts as
-    RMSNorm). The released expert's norm for action tokens; VL tokens get a plain RMSNorm."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.norm = RMSNorm(dim)
-        self.mod = nn.Linear(dim, 2 * dim)
-        nn.init.zeros_(self.mod.weight)
-        nn.init.zeros_(self.mod.bias)
-
-    def forward(self, x: Tensor, temb: Tensor) -> Tensor:
-        """x [B, T, D], temb [B, D]."""
-        scale, shift = self.mod(temb)[:, None].chunk(2, dim=-1)
-        return self.norm(x) * (1 + scale) + shift
-
-
 class HighwayBlock(nn.Module):
     """Pre-norm joint self-attention (QKV with bias, QK-norm) + FFN, shared by both token groups, with
     split norms: plain RMSNorm on VL tokens, AdaRMSNorm on the flow time for action tokens.
@@ -126,11 +109,11 @@ class HighwayBlock(nn.Module):
     def __init__(self, width: int, heads: int, kv_heads: int, head_dim: int, mlp_hidden: int) -> None:
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
-        self.vl_norm, self.act_norm = RMSNorm(width), AdaRMSNorm(width)
+        self.vl_norm, self.act_norm = RMSNorm(width), ada_rms_norm(width)
         self.qkv = nn.Linear(width, (heads + 2 * kv_heads) * head_dim, bias=True)
         self.q_norm, self.k_norm = RMSNorm(head_dim), RMSNorm(head_dim)
         self.o = nn.Linear(heads * head_dim, width, bias=False)
-        self.vl_mlp_norm, self.act_mlp_norm = RMSNorm(width), AdaRMSNorm(width)
+        self.vl_mlp_norm, self.act_mlp_norm = RMSNorm(width), ada_rms_norm(width)
         self.mlp = nn.Sequential(nn.Linear(width, mlp_hidden), nn.GELU(approximate="tanh"),
                                  nn.Linear(mlp_hidden, width))
 
