@@ -1,5 +1,5 @@
-"""The released ("highway") APT expert, pi-style: reference/apt-method.md, "APT as the authors' released
-code builds it". Tiny random-encoder TinyVLM and a tiny random Qwen3-VL, CPU.
+"""The released ("highway") APT expert, pi-style and GR00T-style: reference/apt-method.md, "APT as the
+authors' released code builds it". Tiny random-encoder TinyVLM and a tiny random Qwen3-VL, CPU.
 
 * Stage 1 acts bit-identically under any instruction (blank, swapped, another task's).
 * Stage 2 = new base-mask blocks interleaved before the copied Stage-1 blocks (block i -> 2i + 1),
@@ -18,6 +18,7 @@ import torch
 
 from apt.checkpoints import load_weights, read_meta
 from apt.models.apt_expert import AptExpert
+from apt.models.apt_groot_expert import AptGrootExpert
 from apt.models.builders import QWEN3_VL_2B_ARCH, build_model, get_preset
 from apt.models.expert_base import ExpertConfig
 from apt.models.flow import euler_sample
@@ -31,6 +32,8 @@ from tests.test_models_vlm import _tiny_qwen3_vl
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
+PRESETS = ["dummy_pi0", "dummy_groot"]
+EXPERTS = {"dummy_pi0": AptExpert, "dummy_groot": AptGrootExpert}
 INSTRUCTIONS = {
     "a": ["pick up the red block", "put the green cube in the bowl"],
     "swapped": ["put the green cube in the bowl", "pick up the red block"],
@@ -76,9 +79,10 @@ def _joint_velocity(expert, out, state, x_t, t):
 
 
 # ----------------------------------------------------------------------------------------- stage 1
-def test_stage1_acts_bit_identically_under_any_instruction():
-    model = _model("stage1")
-    assert isinstance(model.expert, AptExpert) and model.expert.isolated == (True, True)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_stage1_acts_bit_identically_under_any_instruction(preset):
+    model = _model("stage1", preset=preset)
+    assert type(model.expert) is EXPERTS[preset] and model.expert.isolated == (True, True)
     ref = _actions(model, _batch(model, INSTRUCTIONS["a"]))
     for name, instr in INSTRUCTIONS.items():
         assert torch.equal(_actions(model, _batch(model, instr)), ref), name
@@ -109,9 +113,12 @@ def test_stage1_acts_bit_identically_through_a_tiny_qwen3_vl():
 
 
 # ------------------------------------------------------------------------------------------ stage 2
+@pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("carry", ["blocks", "all"])
-def test_stage1_block_i_becomes_stage2_block_2i_plus_1(carry):
-    stage1 = _model("stage1", FusionConfig(carry=carry))
+def test_stage1_block_i_becomes_stage2_block_2i_plus_1(carry, preset):
+    stage1 = _model("stage1", FusionConfig(carry=carry), preset=preset)
+    with torch.no_grad():
+        stage1.expert.highway.gate_logit.normal_()  # as if trained
     s2 = stage2_from_stage1(stage1)
     e1, e2 = stage1.expert.state_dict(), s2.expert.state_dict()
     assert s2.expert.isolated == (False, True, False, True) and len(e2) > len(e1)
@@ -121,10 +128,12 @@ def test_stage1_block_i_becomes_stage2_block_2i_plus_1(carry):
             assert torch.equal(e2[f"blocks.{2 * int(i) + 1}.{rest}"], value), name
     same = {n: torch.equal(e2[n], v) for n, v in e1.items() if not n.startswith(("blocks.", "highway."))}
     # carry "blocks" (released): the rest starts fresh; "all": it is taken over as well.
-    assert all(same.values()) if carry == "all" else not any(same[n] for n in ("vl_in.weight", "action_out.weight"))
+    assert all(same.values()) if carry == "all" else not any(same[n] for n in ("state_in.0.weight", "state_enc.0.weight",
+                                                                              "action_out.weight") if n in same)
     gates1, gates2 = e1["highway.gate_logit"], e2["highway.gate_logit"]
     proj_ok = torch.equal(e2["highway.proj.3.weight"], e1["highway.proj.1.weight"])
-    assert proj_ok == (carry == "all") and gates2.shape == (4, gates1.shape[1])
+    assert proj_ok == (carry == "all") and torch.equal(gates2[1::2], gates1) == (carry == "all")
+    assert torch.equal(gates2[0::2], torch.zeros_like(gates1))  # the new blocks' gates start at 0.5
     for name in e2:  # the new blocks are fresh either way
         if name.startswith("blocks.2."):
             assert not torch.equal(e2[name], e2[name.replace("blocks.2.", "blocks.3.")]) or "norm" in name, name
@@ -140,11 +149,12 @@ def test_stage2_refuses_a_stage1_state_dict_of_another_design():
         stage2_from_stage1(highway1, CROSS_ATTENTION)
 
 
-def test_copied_blocks_stay_blind_to_language_in_stage2():
-    s2 = stage2_from_stage1(_model("stage1")).eval()
+@pytest.mark.parametrize("preset", PRESETS)
+def test_copied_blocks_stay_blind_to_language_in_stage2(preset):
+    s2 = stage2_from_stage1(_model("stage1", preset=preset)).eval()
     with torch.no_grad():
         for blk in s2.expert.blocks[0::2]:  # the new (language-seeing) blocks add nothing to the stream
-            blk.o.weight.zero_()
+            (blk.o if preset == "dummy_pi0" else blk.attn.o).weight.zero_()
             blk.mlp[2].weight.zero_()
             blk.mlp[2].bias.zero_()
     ref = _actions(s2, _batch(s2, INSTRUCTIONS["a"]))
@@ -180,8 +190,9 @@ def test_cached_sampling_equals_the_joint_sequence_forward():
         assert torch.allclose(model.sample_actions(batch, noise=noise), plain, atol=1e-5)
 
 
-def test_vlm_runs_once_per_sample_call_and_the_loss_trains_gates_and_blocks():
-    model = _model("stage2")
+@pytest.mark.parametrize("preset", PRESETS)
+def test_vlm_runs_once_per_sample_call_and_the_loss_trains_gates_and_blocks(preset):
+    model = _model("stage2", preset=preset)
     calls = []
     model.vlm.register_forward_hook(lambda *a: calls.append(1))
     assert model.sample_actions(_batch(model, INSTRUCTIONS["a"]), num_steps=5).shape == (2, 4, 4)
@@ -189,23 +200,27 @@ def test_vlm_runs_once_per_sample_call_and_the_loss_trains_gates_and_blocks():
     model.train()
     model.loss(_batch(model, INSTRUCTIONS["a"]), generator=torch.Generator().manual_seed(0)).backward()
     grads = {n: p.grad for n, p in model.expert.named_parameters()}
-    for name in ("highway.gate_logit", "blocks.0.qkv.weight", "blocks.3.qkv.bias", "highway.proj.0.weight",
-                 "vl_in.weight", "action_out.weight"):
+    names = {"dummy_pi0": ("blocks.0.qkv.weight", "blocks.3.qkv.bias", "vl_in.weight"),
+             "dummy_groot": ("blocks.0.attn.k.weight", "blocks.1.attn.v.weight", "adapter.0.qkv.weight")}[preset]
+    for name in ("highway.gate_logit", "highway.proj.0.weight", "action_out.weight", *names):
         assert grads[name] is not None and grads[name].abs().sum() > 0, name
     groups = {g["name"]: g for g in model.param_groups(1e-3, weight_decay=0.1)}
     assert [id(p) for p in groups["gates"]["params"]] == [id(model.expert.highway.gate_logit)]
     assert groups["gates"]["lr"] == 1e-3 and all(p.grad is None for p in model.vlm.parameters())
 
 
-def test_real_size_preset_builds_on_meta_device():
-    cfg = get_preset("qwen3vl2b_pi0", ModelConfig).replace(stage="stage2")
+@pytest.mark.parametrize("preset, blocks, n_params", [("qwen3vl2b_pi0", 28, (1.5e8, 2.5e8)),
+                                                      ("qwen3vl2b_groot", 16, (2.5e8, 4.5e8))])
+def test_real_size_presets_build_on_meta_device(preset, blocks, n_params):
+    cfg = get_preset(preset, ModelConfig).replace(stage="stage2")
     cfg = cfg.replace(vlm=dataclasses.replace(cfg.vlm, hf_config=QWEN3_VL_2B_ARCH))  # size without the files
     with torch.device("meta"):
         model = VLAModel(cfg)
     e = model.expert
-    assert cfg.fusion.kind == "highway" and len(e.blocks) == 28 == model.vlm.num_layers
-    assert e.layer_map == tuple(range(1, 29))  # Stage-2 block j mixes VLM layer j (0-based)
-    assert 1.5e8 < sum(p.numel() for p in e.parameters()) < 2.5e8
+    assert cfg.fusion.kind == "highway" and len(e.blocks) == blocks and model.vlm.num_layers == 28
+    if preset == "qwen3vl2b_pi0":
+        assert e.layer_map == tuple(range(1, 29))  # Stage-2 block j mixes VLM layer j (0-based)
+    assert n_params[0] < sum(p.numel() for p in e.parameters()) < n_params[1]
 
 
 # ------------------------------------------------------------------------------------------- legacy

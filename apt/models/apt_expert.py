@@ -31,8 +31,8 @@ from torch import Tensor, nn
 
 from apt.models.expert_base import Expert, ExpertConfig
 from apt.models.fusion import FusionConfig
-from apt.models.highway import (Highway, HighwayBlock, highway_layer_maps, highway_masks, stage2_name,
-                                stage_layout)
+from apt.models.highway import (Highway, HighwayBlock, highway_layer_maps, highway_masks, stage_layout,
+                                take_over_stage1)
 from apt.models.layers import ada_rms_norm, sincos_embedding
 from apt.models.vlm import VLMOutput
 
@@ -109,24 +109,6 @@ class AptExpert(Expert):
         return out
 
     def load_stage1(self, state: dict[str, Tensor], fusion: FusionConfig) -> None:
-        """Stage-1 block i -> block 2i + 1 (always); with carry "all" also every other tensor (the
-        projection P_i and gate row i follow their block; encoders, norms and head keep their names)."""
         if not self.stage2:
             raise ValueError("load_stage1 loads into a Stage-2 expert")
-        own = self.state_dict()
-        take: dict[str, Tensor] = {}
-        for name, value in state.items():
-            target = stage2_name(name)
-            if target == "highway.gate_logit" and (2 * value.shape[0], *value.shape[1:]) == own[target].shape:
-                rows = own[target].unflatten(0, (-1, 2)).clone()  # [depth, 2, ...]: (new block, copied block)
-                rows[:, 1] = value
-                value = rows.flatten(0, 1)
-            if target not in own or own[target].shape != value.shape:
-                raise ValueError(f"not a Stage-1 state dict of this expert: {name} {tuple(value.shape)}")
-            if fusion.carry == "all" or target.startswith("blocks."):
-                take[target] = value
-        copied = [k for k in own if k.startswith("blocks.") and int(k.split(".")[1]) % 2 == 1]
-        missing = [k for k in copied if k not in take]
-        if missing:
-            raise ValueError(f"not a Stage-1 state dict of this expert: it lacks {missing[:5]}")
-        self.load_state_dict(take, strict=False)
+        take_over_stage1(self, state, fusion.carry)

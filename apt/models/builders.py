@@ -16,7 +16,6 @@ from torch import nn
 from apt.models.discrete import DiscreteConfig, DiscreteVLA
 from apt.models.expert_base import ExpertConfig
 from apt.models.flow import FlowConfig
-from apt.models.fusion import CROSS_ATTENTION
 from apt.models.policy_model import ModelConfig, VLAModel
 from apt.models.vlm import VLMConfig
 
@@ -55,18 +54,18 @@ PRESETS: dict[str, ModelConfig | DiscreteConfig] = {
     # Unit tests / CI: random stand-in encoders, a few thousand parameters per module, no weights read.
     "dummy_pi0": ModelConfig(arch="pi0", vlm=_DUMMY_VLM, expert=_DUMMY_EXPERT, chunk_len=4, action_dim=4, state_dim=4),
     "dummy_groot": ModelConfig(arch="groot", vlm=_DUMMY_VLM, expert=_DUMMY_EXPERT, chunk_len=4, action_dim=4,
-                               state_dim=4, flow=FlowConfig(num_steps=4), fusion=CROSS_ATTENTION),
+                               state_dim=4, flow=FlowConfig(num_steps=4)),
     # The embedded default (tabletop on CPU): MiniLM + EfficientNet-Lite0 + 4x128 trunk, 4x128 expert.
     "tiny_pi0": ModelConfig(arch="pi0", vlm=_TINY_VLM, expert=_TINY_EXPERT, chunk_len=8),
     "tiny_groot": ModelConfig(arch="groot", vlm=_TINY_VLM, expert=_TINY_EXPERT, chunk_len=8,
-                              flow=FlowConfig(num_steps=4), fusion=CROSS_ATTENTION),
+                              flow=FlowConfig(num_steps=4)),
     # Paper scale: Qwen3-VL-2B (hub name or set vlm.name_or_path to a local copy) + the released "base"
     # expert (width 768, 12 heads, FFN 2x; 14 Stage-1 blocks -> 28 in Stage 2, one per VLM layer).
     "qwen3vl2b_pi0": ModelConfig(arch="pi0", vlm=_QWEN_VLM, chunk_len=50, action_dim=7, state_dim=8,
                                  expert=ExpertConfig(width=768, depth=14, heads=12, mlp_ratio=2.0)),
     "qwen3vl2b_groot": ModelConfig(arch="groot", vlm=_QWEN_VLM, chunk_len=16, action_dim=7, state_dim=8,
-                                   flow=FlowConfig(num_steps=4), fusion=CROSS_ATTENTION,
-                                   expert=ExpertConfig(width=1024, depth=16, heads=8, adapter_layers=4,
+                                   flow=FlowConfig(num_steps=4),  # 8 Stage-1 blocks -> GR00T N1.5's 16 DiT blocks
+                                   expert=ExpertConfig(width=1024, depth=8, heads=8, adapter_layers=4,
                                                        num_future_tokens=32, vlm_layer=12)),
     # Discrete (pi0-FAST style) and KI. Unit tests / CI: random stand-in encoders, small vocabulary.
     "dummy_discrete": DiscreteConfig(vlm=_DUMMY_VLM, decoder=ExpertConfig(width=32, depth=2, heads=2, mlp_ratio=2.0),

@@ -34,12 +34,14 @@ class ExpertConfig:
     """Sizes of the action expert (fields marked pi / groot apply to that architecture only)."""
 
     width: int = 128
-    depth: int = 4  # Stage-1 attention layers (pi: joint-attention layers; groot: DiT blocks)
+    depth: int = 4  # Stage-1 attention layers (pi: joint-attention layers; groot: DiT blocks); highway Stage 2: 2x
     heads: int = 4
     kv_heads: int | None = None  # grouped/multi-query K/V heads (pi0's Gemma expert: 1); None = heads
     head_dim: int | None = None  # None = width // heads
     mlp_ratio: float = 4.0
-    layer_map: tuple[int, ...] | None = None  # pi: VLM hidden_states index read by expert layer i (None = strided)
+    # VLM hidden_states index read by expert layer i (None = strided): cross_attention pi trunk layer i;
+    # highway (both archs): the index mixed after Stage-1 block i (= Stage-2 block 2i + 1)
+    layer_map: tuple[int, ...] | None = None
     vlm_layer: int | None = None  # groot: the one VLM hidden_states index read (None = middle, like GR00T's 12)
     adapter_layers: int = 2  # groot: self-attention layers of the VLM-feature adapter (GR00T N1.5: 4)
     num_future_tokens: int = 8  # groot: learned future tokens (GR00T: 32)

@@ -65,6 +65,29 @@ def stage2_name(stage1_name: str) -> str:
     return _INDEXED.sub(lambda m: f"{m.group(1)}.{2 * int(m.group(2)) + 1}.", stage1_name)
 
 
+def take_over_stage1(expert: nn.Module, state: dict[str, Tensor], carry: str) -> None:
+    """Load a Stage-1 expert's state dict into the Stage-2 `expert` of the same config: Stage-1 block i
+    -> block 2i + 1 always; with carry "all" also every other tensor (the projection P_i and gate row i
+    follow their block, encoders, norms and head keep their names); "blocks" leaves the rest fresh.
+    Raises ValueError on a state dict that is not such a Stage-1 one."""
+    own = expert.state_dict()
+    take: dict[str, Tensor] = {}
+    for name, value in state.items():
+        target = stage2_name(name)
+        if target == "highway.gate_logit" and (2 * value.shape[0], *value.shape[1:]) == own[target].shape:
+            rows = own[target].unflatten(0, (-1, 2)).clone()  # [depth, 2, ...]: (new block, copied block)
+            rows[:, 1] = value
+            value = rows.flatten(0, 1)
+        if target not in own or own[target].shape != value.shape:
+            raise ValueError(f"not a Stage-1 state dict of this expert: {name} {tuple(value.shape)}")
+        if carry == "all" or target.startswith("blocks."):
+            take[target] = value
+    missing = [k for k in own if k.startswith("blocks.") and int(k.split(".")[1]) % 2 == 1 and k not in take]
+    if missing:
+        raise ValueError(f"not a Stage-1 state dict of this expert: it lacks {missing[:5]}")
+    expert.load_state_dict(take, strict=False)
+
+
 # ------------------------------------------------------------------------------------------- masks
 def highway_masks(image_mask: Tensor, pad_mask: Tensor, n_actions: int) -> dict[bool, tuple[Tensor, Tensor]]:
     """The two masks of the joint sequence [VL (T); actions (n_actions)], split into the VL rows and the

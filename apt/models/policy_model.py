@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from apt.models.backbones import build_vlm
 from apt.models.apt_expert import AptExpert
+from apt.models.apt_groot_expert import AptGrootExpert
 from apt.models.expert_base import Expert, ExpertConfig
 from apt.models.flow import FlowConfig
 from apt.models.fusion import FusionConfig, legacy_fusion_dict
@@ -113,10 +114,8 @@ def build_expert(cfg: ModelConfig, vlm: VLM) -> Expert:
     sizes = {"vlm_hidden": vlm.hidden_size, "vlm_layers": vlm.num_layers, "state_dim": cfg.state_dim,
              "action_dim": cfg.action_dim, "chunk_len": cfg.chunk_len}
     if cfg.fusion.kind == "highway":
-        if cfg.arch != "pi0":
-            raise ValueError("the highway design is built for arch 'pi0' only so far; use fusion.kind "
-                             "'cross_attention' for 'groot'")
-        return AptExpert(cfg.expert, **sizes, fusion=cfg.fusion, stage2=cfg.stage != "stage1")
+        released = AptExpert if cfg.arch == "pi0" else AptGrootExpert
+        return released(cfg.expert, **sizes, fusion=cfg.fusion, stage2=cfg.stage != "stage1")
     legacy = PiExpert if cfg.arch == "pi0" else GrootExpert
     return legacy(cfg.expert, **sizes, fusion=None if cfg.stage == "stage1" else cfg.fusion)
 
