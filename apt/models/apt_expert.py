@@ -29,10 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from apt.models.expert_base import Expert, ExpertConfig
+from apt.models.expert_base import ExpertConfig
 from apt.models.fusion import FusionConfig
-from apt.models.highway import (Highway, HighwayBlock, highway_layer_maps, highway_masks, stage_layout,
-                                take_over_stage1)
+from apt.models.highway import Highway, HighwayBlock, InterleavedExpert, highway_masks
 from apt.models.layers import ada_rms_norm, sincos_embedding
 from apt.models.vlm import VLMOutput
 
@@ -49,17 +48,14 @@ class AptPrefix:
     act_masks: dict[bool, Tensor]  # isolated? -> [B, 1 + H, T + 1 + H]
 
 
-class AptExpert(Expert):
+class AptExpert(InterleavedExpert):
     """Released pi-style APT expert. Call: forward(vlm_out, state [B,S], x_t [B,H,A], t [B]) -> [B,H,A]."""
 
     def __init__(self, cfg: ExpertConfig, *, vlm_hidden: int, vlm_layers: int, state_dim: int, action_dim: int,
                  chunk_len: int, fusion: FusionConfig, stage2: bool) -> None:
-        super().__init__(cfg, state_dim=state_dim, action_dim=action_dim, chunk_len=chunk_len)
+        super().__init__(cfg, vlm_layers=vlm_layers, state_dim=state_dim, action_dim=action_dim, chunk_len=chunk_len,
+                         fusion=fusion, stage2=stage2)
         w = cfg.width
-        self.stage2 = stage2
-        self.isolated = stage_layout(cfg.depth, stage2)
-        prior, new = highway_layer_maps(cfg.depth, vlm_layers, cfg.layer_map, fusion.layer_map)
-        self.layer_map = tuple(m for pair in zip(new, prior) for m in pair) if stage2 else prior
         head_dim = cfg.head_dim or w // cfg.heads
         self.vl_in = nn.Linear(vlm_hidden, w)
         self.coord_in = nn.Linear(2, w)  # zero-initialised: image positions enter as training finds them useful
@@ -107,8 +103,3 @@ class AptExpert(Expert):
         out = self.action_out(self.final_norm(x[:, 1:], temb))
         assert out.shape == x_t.shape, (out.shape, x_t.shape)
         return out
-
-    def load_stage1(self, state: dict[str, Tensor], fusion: FusionConfig) -> None:
-        if not self.stage2:
-            raise ValueError("load_stage1 loads into a Stage-2 expert")
-        take_over_stage1(self, state, fusion.carry)

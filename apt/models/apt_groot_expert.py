@@ -29,35 +29,29 @@ every cross block's keys/values once per `sample_actions` call.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-from apt.models.expert_base import Expert, ExpertConfig
+from apt.models.expert_base import ExpertConfig
 from apt.models.fusion import FusionConfig
 from apt.models.groot_expert import DiTBlock, DiTTokens, groot_vlm_layer
-from apt.models.highway import Highway, highway_layer_maps, highway_masks, stage_layout, take_over_stage1
+from apt.models.highway import Highway, InterleavedExpert, highway_masks, interleave
 from apt.models.layers import SelfAttentionBlock
 from apt.models.vlm import VLMOutput
 
 CrossKV = tuple[Tensor, Tensor, Tensor]  # keys, values [B, Hkv, T, dh], key mask [B, T]
 
 
-class AptGrootExpert(DiTTokens, Expert):
+class AptGrootExpert(DiTTokens, InterleavedExpert):
     """GR00T-style APT expert (highway). Call: forward(vlm_out, state [B,S], x_t [B,H,A], t [B]) -> [B,H,A]."""
 
     def __init__(self, cfg: ExpertConfig, *, vlm_hidden: int, vlm_layers: int, state_dim: int, action_dim: int,
                  chunk_len: int, fusion: FusionConfig, stage2: bool) -> None:
-        super().__init__(cfg, state_dim=state_dim, action_dim=action_dim, chunk_len=chunk_len)
+        super().__init__(cfg, vlm_layers=vlm_layers, state_dim=state_dim, action_dim=action_dim, chunk_len=chunk_len,
+                         fusion=fusion, stage2=stage2)
         w = cfg.width
-        self.stage2 = stage2
-        self.isolated = stage_layout(cfg.depth, stage2)
-        prior, new = highway_layer_maps(cfg.depth, vlm_layers, cfg.layer_map, fusion.layer_map)
-        prior_cross = tuple(i % 2 == 0 for i in range(cfg.depth))  # GR00T's alternation
+        cross = tuple(i % 2 == 0 for i in range(cfg.depth))  # GR00T's alternation, in the Stage-1 blocks
         if stage2:
-            self.layer_map = tuple(m for pair in zip(new, prior) for m in pair)
-            cross = tuple(c for pc in prior_cross for c in (True, pc))  # new blocks cross-attend
-        else:
-            self.layer_map, cross = prior, prior_cross
+            cross = interleave((True,) * cfg.depth, cross)  # every new block cross-attends
         self.vlm_layer = groot_vlm_layer(cfg, vlm_layers)
         self.adapter_in = nn.Sequential(nn.LayerNorm(vlm_hidden), nn.Linear(vlm_hidden, w))
         self.adapter = nn.ModuleList(SelfAttentionBlock(w, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.adapter_layers))
@@ -87,8 +81,3 @@ class AptGrootExpert(DiTTokens, Expert):
         for blk, ctx_kv in zip(self.blocks, prefix):
             x = blk(x, temb, ctx_kv)
         return self.read_out(x, temb, x_t)
-
-    def load_stage1(self, state: dict[str, Tensor], fusion: FusionConfig) -> None:
-        if not self.stage2:
-            raise ValueError("load_stage1 loads into a Stage-2 expert")
-        take_over_stage1(self, state, fusion.carry)

@@ -16,10 +16,12 @@ VLM layer).
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
+from apt.models.expert_base import Expert, ExpertConfig
 from apt.models.fusion import FusionConfig
 from apt.models.layers import RMSNorm, ada_rms_norm, masked_attention, merge_heads, split_heads
 
@@ -53,6 +55,7 @@ def stage_layout(depth: int, stage2: bool) -> tuple[bool, ...]:
     return tuple(i % 2 == 1 for i in range(2 * depth)) if stage2 else (True,) * depth
 
 
+T = TypeVar("T")
 _INDEXED = re.compile(r"^(blocks|highway\.proj)\.(\d+)\.")
 
 
@@ -65,27 +68,51 @@ def stage2_name(stage1_name: str) -> str:
     return _INDEXED.sub(lambda m: f"{m.group(1)}.{2 * int(m.group(2)) + 1}.", stage1_name)
 
 
-def take_over_stage1(expert: nn.Module, state: dict[str, Tensor], carry: str) -> None:
-    """Load a Stage-1 expert's state dict into the Stage-2 `expert` of the same config: Stage-1 block i
-    -> block 2i + 1 always; with carry "all" also every other tensor (the projection P_i and gate row i
-    follow their block, encoders, norms and head keep their names); "blocks" leaves the rest fresh.
-    Raises ValueError on a state dict that is not such a Stage-1 one."""
-    own = expert.state_dict()
-    take: dict[str, Tensor] = {}
-    for name, value in state.items():
-        target = stage2_name(name)
-        if target == "highway.gate_logit" and (2 * value.shape[0], *value.shape[1:]) == own[target].shape:
-            rows = own[target].unflatten(0, (-1, 2)).clone()  # [depth, 2, ...]: (new block, copied block)
-            rows[:, 1] = value
-            value = rows.flatten(0, 1)
-        if target not in own or own[target].shape != value.shape:
-            raise ValueError(f"not a Stage-1 state dict of this expert: {name} {tuple(value.shape)}")
-        if carry == "all" or target.startswith("blocks."):
-            take[target] = value
-    missing = [k for k in own if k.startswith("blocks.") and int(k.split(".")[1]) % 2 == 1 and k not in take]
-    if missing:
-        raise ValueError(f"not a Stage-1 state dict of this expert: it lacks {missing[:5]}")
-    expert.load_state_dict(take, strict=False)
+def interleave(new: tuple[T, ...], prior: tuple[T, ...]) -> tuple[T, ...]:
+    """Stage-2 order of per-block items: new block i at 2i, Stage-1 block i at 2i + 1.
+
+    >>> interleave(("n0", "n1"), ("p0", "p1"))
+    ('n0', 'p0', 'n1', 'p1')
+    """
+    return tuple(x for pair in zip(new, prior) for x in pair)
+
+
+class InterleavedExpert(Expert):
+    """What both highway experts share: the block layout of their stage (`isolated`: per block, True =
+    language-isolated), the VLM hidden_states index each block mixes (`layer_map`), and Stage 2 taking
+    over a Stage-1 expert (`load_stage1`). Subclasses name their per-block modules `blocks.<i>` and
+    `highway.proj.<i>` and their gates `highway.gate_logit`."""
+
+    def __init__(self, cfg: ExpertConfig, *, vlm_layers: int, state_dim: int, action_dim: int, chunk_len: int,
+                 fusion: FusionConfig, stage2: bool) -> None:
+        super().__init__(cfg, state_dim=state_dim, action_dim=action_dim, chunk_len=chunk_len)
+        self.stage2 = stage2
+        self.isolated = stage_layout(cfg.depth, stage2)
+        prior, new = highway_layer_maps(cfg.depth, vlm_layers, cfg.layer_map, fusion.layer_map)
+        self.layer_map = interleave(new, prior) if stage2 else prior
+
+    def load_stage1(self, state: dict[str, Tensor], fusion: FusionConfig) -> None:
+        """Stage-1 block i -> block 2i + 1 always; with carry "all" also every other tensor (the
+        projection P_i and gate row i follow their block, encoders, norms and head keep their names);
+        "blocks" leaves the rest fresh."""
+        if not self.stage2:
+            raise ValueError("load_stage1 loads into a Stage-2 expert")
+        own = self.state_dict()
+        take: dict[str, Tensor] = {}
+        for name, value in state.items():
+            target = stage2_name(name)
+            if target == "highway.gate_logit" and (2 * value.shape[0], *value.shape[1:]) == own[target].shape:
+                rows = own[target].unflatten(0, (-1, 2)).clone()  # [depth, 2, ...]: (new block, copied block)
+                rows[:, 1] = value
+                value = rows.flatten(0, 1)
+            if target not in own or own[target].shape != value.shape:
+                raise ValueError(f"not a Stage-1 state dict of this expert: {name} {tuple(value.shape)}")
+            if fusion.carry == "all" or target.startswith("blocks."):
+                take[target] = value
+        missing = [k for k in own if k.startswith("blocks.") and int(k.split(".")[1]) % 2 == 1 and k not in take]
+        if missing:
+            raise ValueError(f"not a Stage-1 state dict of this expert: it lacks {missing[:5]}")
+        self.load_state_dict(take, strict=False)
 
 
 # ------------------------------------------------------------------------------------------- masks
