@@ -28,7 +28,7 @@ from apt.models.hf_vlm import HFVLM
 from apt.models.layers import masked_attention, merge_heads, sincos_embedding
 from apt.models.policy_model import ModelConfig, VLAModel, load_stage1_state_dict, stage2_from_stage1
 from apt.models.vlm import VLMConfig
-from tests.test_models_vlm import _tiny_qwen3_vl
+from tests.test_models_vlm import _tiny_paligemma, _tiny_qwen3_vl
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,17 +91,27 @@ def test_stage1_acts_bit_identically_under_any_instruction(preset):
     assert not torch.equal(_actions(s2, _batch(s2, INSTRUCTIONS["a"])), _actions(s2, _batch(s2, INSTRUCTIONS["other"])))
 
 
-def test_stage1_acts_bit_identically_through_a_tiny_qwen3_vl():
-    torch.manual_seed(0)
-    config, tokenizer = _tiny_qwen3_vl()
+def _tiny_hf_vlm(family):
+    """A tiny random Qwen3-VL or PaliGemma (the configs of tests/test_models_vlm.py) and its VLMConfig."""
+    config, tokenizer = _tiny_qwen3_vl() if family == "qwen" else _tiny_paligemma()
     vcfg = VLMConfig(kind="hf", hf_config=config.to_dict(), image_size=32, max_text_tokens=8)
-    vlm = HFVLM.from_config(config, tokenizer, vcfg)
+    return HFVLM.from_config(config, tokenizer, vcfg), vcfg
+
+
+@pytest.mark.parametrize("family, grid", [("qwen", 2), ("paligemma", 4)])
+def test_stage1_acts_bit_identically_through_a_tiny_hf_vlm(family, grid):
+    torch.manual_seed(0)
+    vlm, vcfg = _tiny_hf_vlm(family)
     cfg = ModelConfig(arch="pi0", stage="stage1", vlm=vcfg, chunk_len=5, action_dim=3, state_dim=2,
                       expert=ExpertConfig(width=32, depth=1, heads=2, kv_heads=1, mlp_ratio=2.0))
     model = VLAModel(cfg, vlm=vlm).eval()
     assert model.expert.layer_map == (2,)  # Stage-1 block 0 mixes VLM layer 1 (0-based): hidden_states[2]
     g = torch.Generator().manual_seed(0)
     images, state = torch.randint(0, 256, (2, 2, 3, 40, 40), dtype=torch.uint8, generator=g), torch.randn(2, 2)
+    tok = model.tokenize(["pick up the red block", "stack blue on green"])
+    out = vlm(images, **tok)  # image tokens carry their place in the image: (row, column) centres
+    coords = out.image_coords[out.image_mask].view(2, 2, grid * grid, 2)
+    assert torch.equal(coords[0, 1, 1], torch.tensor([0.5, 1.5]) / grid) and not out.image_coords[~out.image_mask].any()
     outs = [_actions(model, {"images": images, **model.tokenize(instr), "state": state})
             for instr in (["pick up the red block", "stack blue on green"], ["", ""], ["push the cube left", "put"])]
     assert all(torch.equal(o, outs[0]) for o in outs) and outs[0].shape == (2, 5, 3)
