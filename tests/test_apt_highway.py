@@ -28,6 +28,7 @@ from apt.models.hf_vlm import HFVLM
 from apt.models.layers import masked_attention, merge_heads, sincos_embedding
 from apt.models.policy_model import ModelConfig, VLAModel, load_stage1_state_dict, stage2_from_stage1
 from apt.models.vlm import VLMConfig
+from apt.training.ship import training_command
 from tests.test_models_vlm import _tiny_paligemma, _tiny_qwen3_vl
 
 torch.set_num_threads(1)
@@ -254,3 +255,16 @@ def test_shipped_checkpoints_read_as_cross_attention_and_load(name):
     assert ModelConfig.from_dict(meta.model).fusion.kind == "cross_attention"
     if name.startswith("tabletop/"):  # the LIBERO pair sits on a Qwen3-VL that is not here
         load_weights(path, build_model(meta), meta)
+
+
+def test_vlm_mode_reads_old_records_as_trained_and_regenerates_the_command():
+    shipped = {n: ModelConfig.from_dict(read_meta(ROOT / "checkpoints" / "tabletop" / n).model)
+               for n in ("apt_pi0", "baseline_pi0")}  # Stage 2 unfrozen at 1x; the baseline end to end
+    assert all((c.vlm_mode, c.vlm_lr_multiplier, c.vlm_trainable) == ("full", 1.0, True) for c in shipped.values())
+    assert ModelConfig().vlm_mode == "frozen" and not _model("full").vlm.trunk[0].qkv.weight.requires_grad
+    new = get_preset("dummy_pi0", ModelConfig).replace(stage="stage2", vlm_mode="full", vlm_lr_multiplier=0.1)
+    config = {"policy": "apt_pi0", "suite": "tabletop", "model": new.to_dict(),
+              "recipe": {"name": "apt", "steps": 4, "batch_size": 4, "lr": 0.001, "seed": 0}}
+    assert "--unfreeze-vlm --vlm-lr-multiplier 0.1" in training_command(config, "x")
+    config["model"] = new.replace(vlm_mode="frozen").to_dict()
+    assert "--unfreeze-vlm" not in training_command(config, "x")

@@ -123,8 +123,9 @@ def _trunk_grad(model):
 
 @pytest.mark.parametrize("preset", ARCHS)
 def test_gradient_reaches_vlm_trunk_only_when_trained(preset):
-    assert _trunk_grad(_model(preset, "full")) > 0
-    assert _trunk_grad(_model(preset, "stage2", fusion=FusionConfig(unfreeze_vlm=True))) > 0
+    assert _trunk_grad(_model(preset, "full", vlm_mode="full")) > 0
+    assert _trunk_grad(_model(preset, "full")) == 0  # vlm_mode "frozen" (the default) holds for the baseline too
+    assert _trunk_grad(_model(preset, "stage2", vlm_mode="full")) > 0
     assert _trunk_grad(_model(preset, "stage2")) == 0  # default Stage 2 keeps the VLM frozen
     stage1 = _model(preset, "stage1")
     assert _trunk_grad(stage1) == 0
@@ -132,7 +133,7 @@ def test_gradient_reaches_vlm_trunk_only_when_trained(preset):
 
 
 def test_param_groups_apply_vlm_lr_multiplier():
-    model = _model("dummy_pi0", "stage2", fusion=FusionConfig(unfreeze_vlm=True, vlm_lr_multiplier=0.1))
+    model = _model("dummy_pi0", "stage2", vlm_mode="full", vlm_lr_multiplier=0.1)
     groups = {g["name"]: g for g in model.param_groups(1e-3)}
     assert math.isclose(groups["vlm"]["lr"], 1e-4) and groups["expert"]["lr"] == 1e-3
     assert "vlm" not in {g["name"] for g in _model("dummy_pi0", "stage1").param_groups(1e-3)}

@@ -52,8 +52,6 @@ class FusionConfig:
     # pi experts: VLM hidden_states index read by each *added* Stage-2 layer (cross_attention: the layer
     # after trunk layer i; highway: the new block 2i). None = the default map of that design.
     layer_map: tuple[int, ...] | None = None
-    unfreeze_vlm: bool = False  # Stage 2 also trains the VLM's trainable part (trunk / LLM)
-    vlm_lr_multiplier: float = 0.1  # VLM learning rate = base LR * this, when unfrozen
     # Gate logits learn at base LR * this. cross_attention: Adam moves a parameter by about its LR per
     # step whatever the gradient's size, so at the base LR a logit starting at -4 needs ~10^4 steps to
     # reach -1: 50x let it open in a few hundred steps. highway gates start half open: 1x, as released.
@@ -70,8 +68,8 @@ class FusionConfig:
             raise ValueError(f"FusionConfig.gate must be 'scalar' or 'channel', got {self.gate!r}")
         if self.carry not in CARRY_MODES:
             raise ValueError(f"FusionConfig.carry must be one of {CARRY_MODES}, got {self.carry!r}")
-        if self.gate_lr_multiplier <= 0 or self.vlm_lr_multiplier <= 0:
-            raise ValueError("FusionConfig learning-rate multipliers must be > 0")
+        if self.gate_lr_multiplier <= 0:
+            raise ValueError("FusionConfig.gate_lr_multiplier must be > 0")
 
 
 # The legacy design with the settings every shipped `cross_attention` checkpoint was trained with.

@@ -7,11 +7,11 @@ Recipe stages (`ModelConfig.stage`), for the fusion design `ModelConfig.fusion.k
   stage2  Prior + language likelihood. highway: 2 * depth blocks, a new language-seeing block before
           each copied Stage-1 block (still language-isolated). cross_attention: a gated fusion layer
           follows each trunk layer and reads the full VLM features. Built from a Stage-1 model with
-          `stage2_from_stage1` (or a Stage-1 checkpoint with `load_stage1_state_dict`). The VLM trains
-          iff `fusion.unfreeze_vlm`, at `fusion.vlm_lr_multiplier` times the base LR.
-  full    The end-to-end baseline: the stage2 model from a random expert (highway: the identical
-          model, masks included; cross_attention: every layer sees language), the VLM's trainable part
-          trains at the base LR.
+          `stage2_from_stage1` (or a Stage-1 checkpoint with `load_stage1_state_dict`).
+  full    The baseline: the stage2 model from a random expert (highway: the identical model, masks
+          included; cross_attention: every layer sees language).
+The VLM's trainable part (trunk / LLM) trains in stage2 and full iff `vlm_mode` is "full", at
+`vlm_lr_multiplier` times the base LR; Stage 1 always reads a frozen VLM.
 
 Batch schema (one schema, validated here): {"images": [B, N_cam, 3, H, W] uint8 (or float in [0, 1]) --
 or instead the cached frozen-encoder outputs "image_features" [B, N*P, C] and "text_features" [B, L, D] --
@@ -42,6 +42,7 @@ from apt.models.vlm import VLM, FrozenFeatures, VLMConfig, VLMOutput
 
 ARCHS = ("pi0", "groot")
 STAGES = ("stage1", "stage2", "full")
+VLM_MODES = ("frozen", "full")
 
 
 class JsonConfig:
@@ -71,22 +72,38 @@ class ModelConfig(JsonConfig):
     state_dim: int = 8  # S (set from the suite's observation spec)
     flow: FlowConfig = field(default_factory=FlowConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    # The VLM's trainable part after Stage 1 (stage2 and full; Stage 1 always reads a frozen VLM):
+    # "frozen" (the released default, both recipes) | "full" (trains at base LR * vlm_lr_multiplier).
+    vlm_mode: str = "frozen"
+    vlm_lr_multiplier: float = 1.0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.vlm_mode not in VLM_MODES:
+            raise ValueError(f"vlm_mode must be one of {VLM_MODES}, got {self.vlm_mode!r}")
+        if self.vlm_lr_multiplier <= 0:
+            raise ValueError("vlm_lr_multiplier must be > 0")
 
     @property
     def vlm_trainable(self) -> bool:
-        return self.stage == "full" or (self.stage == "stage2" and self.fusion.unfreeze_vlm)
+        return self.stage != "stage1" and self.vlm_mode == "full"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """From a config.json's model entry; one written before `fusion.kind` existed (no `kind`, or no
-        fusion entry) reads as the legacy `cross_attention` design it was trained with."""
-        return _from_dict(cls, {**d, "fusion": legacy_fusion_dict(d.get("fusion"))})
+        """From a config.json's model entry, reading the older entries as what they were trained as:
+        without `fusion.kind` (or any fusion entry): the legacy `cross_attention` design; without
+        `vlm_mode`: the VLM trained in `full` (at the base LR), and in Stage 2 iff `fusion.unfreeze_vlm`
+        (at `fusion.vlm_lr_multiplier`), the fields that recorded it then."""
+        fusion = legacy_fusion_dict(d.get("fusion"))
+        if "vlm_mode" not in d:
+            fusion = dict(fusion)
+            unfreeze, mult = fusion.pop("unfreeze_vlm", False), fusion.pop("vlm_lr_multiplier", 0.1)
+            full = d.get("stage", "full") == "full"
+            d = {**d, "vlm_mode": "full" if full or unfreeze else "frozen", "vlm_lr_multiplier": 1.0 if full else mult}
+        return _from_dict(cls, {**d, "fusion": fusion})
 
 
 
@@ -196,9 +213,8 @@ class VLAModel(VLMBacked):
         return self.expert.sample(prefix, batch["state"], self.cfg.flow, generator, num_steps, noise)
 
     def param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
-        """Optimizer groups: expert at `lr`; Stage-2 gate logits at lr * gate_lr_multiplier (no weight
-        decay: decay would pull them to sigmoid(0) = half open); trainable VLM params at
-        lr * vlm_lr_multiplier (stage2) or lr (full)."""
+        """Optimizer groups: expert at `lr`; gate logits at lr * gate_lr_multiplier (no weight decay:
+        decay would pull them to sigmoid(0) = half open); trainable VLM params at lr * vlm_lr_multiplier."""
         gates = [p for n, p in self.expert.named_parameters() if p.requires_grad and n.endswith("gate_logit")]
         gate_ids = {id(p) for p in gates}
         expert = [p for p in self.expert.parameters() if p.requires_grad and id(p) not in gate_ids]
@@ -208,8 +224,8 @@ class VLAModel(VLMBacked):
                            "name": "gates"})
         vlm = [p for p in self.vlm.parameters() if p.requires_grad]
         if vlm:
-            mult = self.cfg.fusion.vlm_lr_multiplier if self.cfg.stage == "stage2" else 1.0
-            groups.append({"params": vlm, "lr": lr * mult, "weight_decay": weight_decay, "name": "vlm"})
+            groups.append({"params": vlm, "lr": lr * self.cfg.vlm_lr_multiplier, "weight_decay": weight_decay,
+                           "name": "vlm"})
         return groups
 
 

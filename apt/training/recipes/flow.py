@@ -2,7 +2,7 @@
 
 - `apt_<arch>`: Stage 1 trains the expert as a Vision-Action prior on a frozen VLM (language keys
   masked, trunk layers only); Stage 2 inserts the gated fusion layers and trains prior and
-  likelihood jointly (VLM frozen unless `fusion.unfreeze_vlm`, `--unfreeze-vlm`).
+  likelihood jointly (VLM frozen unless `--unfreeze-vlm`: the model's `vlm_mode`).
 - `baseline_<arch>`: the standard recipe: the same Stage-2-sized architecture from a random expert,
   every layer sees language, the VLM trunk trains end to end.
 
@@ -12,7 +12,6 @@ it between its stages (STAGE1_FRACTION).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
@@ -48,11 +47,11 @@ def train_flow(opts: TrainOptions, recipe: str, arch: str, suite: Suite) -> int:
     _check_options(opts, recipe)
     demos = load_training_demos(opts, suite)
     base = model_config(opts, arch, suite)
-    if opts.unfreeze_vlm:
-        fusion = dataclasses.replace(base.fusion, unfreeze_vlm=True)
-        if opts.vlm_lr_multiplier is not None:
-            fusion = dataclasses.replace(fusion, vlm_lr_multiplier=opts.vlm_lr_multiplier)
-        base = base.replace(fusion=fusion)
+    if recipe == "baseline":  # end to end, the VLM at the base LR
+        base = base.replace(vlm_mode="full", vlm_lr_multiplier=1.0)
+    elif opts.unfreeze_vlm:  # apt: Stage 2 also trains the VLM, at a tenth of the LR unless asked
+        mult = 0.1 if opts.vlm_lr_multiplier is None else opts.vlm_lr_multiplier
+        base = base.replace(vlm_mode="full", vlm_lr_multiplier=mult)
     first_stage = {"apt": "stage1", "baseline": "full"}[recipe]
     if opts.stage == 2:
         meta1 = read_meta(opts.init)
