@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from apt.checkpoints import load_weights, read_meta
+from apt.cli import main
 from apt.models.apt_expert import AptExpert
 from apt.models.apt_groot_expert import AptGrootExpert
 from apt.models.builders import QWEN3_VL_2B_ARCH, build_model, get_preset
@@ -257,7 +258,7 @@ def test_shipped_checkpoints_read_as_cross_attention_and_load(name):
         load_weights(path, build_model(meta), meta)
 
 
-def test_vlm_mode_reads_old_records_as_trained_and_regenerates_the_command():
+def test_vlm_mode_and_design_read_old_records_as_trained_and_regenerate_the_command():
     shipped = {n: ModelConfig.from_dict(read_meta(ROOT / "checkpoints" / "tabletop" / n).model)
                for n in ("apt_pi0", "baseline_pi0")}  # Stage 2 unfrozen at 1x; the baseline end to end
     assert all((c.vlm_mode, c.vlm_lr_multiplier, c.vlm_trainable) == ("full", 1.0, True) for c in shipped.values())
@@ -267,4 +268,23 @@ def test_vlm_mode_reads_old_records_as_trained_and_regenerates_the_command():
               "recipe": {"name": "apt", "steps": 4, "batch_size": 4, "lr": 0.001, "seed": 0}}
     assert "--unfreeze-vlm --vlm-lr-multiplier 0.1" in training_command(config, "x")
     config["model"] = new.replace(vlm_mode="frozen").to_dict()
-    assert "--unfreeze-vlm" not in training_command(config, "x")
+    assert "--unfreeze-vlm" not in training_command(config, "x") and "--fusion" not in training_command(config, "x")
+    # The design is part of the command where it is not the default.
+    config["model"] = new.replace(fusion=FusionConfig(carry="all")).to_dict()
+    assert training_command(config, "x").endswith("--carry all --threads 1 --out x")
+    config["model"] = new.replace(fusion=CROSS_ATTENTION).to_dict()
+    assert training_command(config, "x").endswith("--fusion cross_attention --threads 1 --out x")
+
+
+def test_train_records_the_design_it_was_asked_for(tmp_path, demos_dir, capsys):
+    common = ["train", "--demos", str(demos_dir), "--steps", "2", "--batch-size", "2", "--vlm", "none"]
+    out = tmp_path / "apt"
+    assert main([*common, "--policy", "apt_pi0", "--preset", "dummy_pi0", "--carry", "all", "--out", str(out)]) == 0
+    model = ModelConfig.from_dict(read_meta(out).model)
+    assert (model.stage, model.fusion.kind, model.fusion.carry) == ("stage2", "highway", "all")
+    out = tmp_path / "baseline"
+    assert main([*common, "--policy", "baseline_groot", "--preset", "dummy_groot", "--fusion", "cross_attention",
+                 "--out", str(out)]) == 0
+    assert ModelConfig.from_dict(read_meta(out).model).fusion == CROSS_ATTENTION
+    assert main([*common, "--policy", "baseline_pi0", "--preset", "dummy_pi0", "--carry", "all"]) == 2
+    assert "--carry configures APT's Stage 2" in capsys.readouterr().err

@@ -12,10 +12,12 @@ it between its stages (STAGE1_FRACTION).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 from apt.checkpoints import load_weights, read_meta, save_checkpoint
+from apt.models.fusion import CROSS_ATTENTION, FusionConfig
 from apt.models.policy_model import VLAModel, stage2_from_stage1
 from apt.policies.transforms import Normalizer
 from apt.training import distributed
@@ -40,6 +42,9 @@ def _check_options(opts: TrainOptions, recipe: str) -> None:
                          "(baseline always trains the VLM at the base learning rate)")
     if opts.vlm_lr_multiplier is not None and not opts.unfreeze_vlm:
         raise BenchError("--vlm-lr-multiplier needs --unfreeze-vlm (a frozen VLM has no learning rate)")
+    if opts.carry != TrainOptions.default("carry") and (recipe != "apt" or opts.fusion != "highway"):
+        raise BenchError("--carry configures APT's Stage 2 with --fusion highway "
+                         "(cross_attention's Stage 2 keeps every Stage-1 tensor)")
 
 
 def train_flow(opts: TrainOptions, recipe: str, arch: str, suite: Suite) -> int:
@@ -47,6 +52,8 @@ def train_flow(opts: TrainOptions, recipe: str, arch: str, suite: Suite) -> int:
     _check_options(opts, recipe)
     demos = load_training_demos(opts, suite)
     base = model_config(opts, arch, suite)
+    fusion = CROSS_ATTENTION if opts.fusion == "cross_attention" else FusionConfig(carry=opts.carry)
+    base = base.replace(fusion=dataclasses.replace(fusion, layer_map=base.fusion.layer_map))
     if recipe == "baseline":  # end to end, the VLM at the base LR
         base = base.replace(vlm_mode="full", vlm_lr_multiplier=1.0)
     elif opts.unfreeze_vlm:  # apt: Stage 2 also trains the VLM, at a tenth of the LR unless asked
