@@ -179,7 +179,8 @@ class VLAModel(VLMBacked):
 
     # -- helpers
     def trunk_key_mask(self, vlm_out: VLMOutput) -> Tensor | None:
-        """Keys of the expert's trunk layers: image tokens only in stage1/stage2 (the prior), all in full."""
+        """Keys of a cross_attention expert's trunk layers: image tokens only in stage1/stage2 (the prior),
+        all in full (highway experts ignore it: their masks are part of their layout)."""
         return None if self.cfg.stage == "full" else vlm_out.vision_key_mask()
 
     def _check(self, batch: dict[str, Tensor], need_actions: bool) -> int:

@@ -1,10 +1,12 @@
 """The flow-matching recipes `apt_<arch>` and `baseline_<arch>` (one model, two training orders).
 
-- `apt_<arch>`: Stage 1 trains the expert as a Vision-Action prior on a frozen VLM (language keys
-  masked, trunk layers only); Stage 2 inserts the gated fusion layers and trains prior and
-  likelihood jointly (VLM frozen unless `--unfreeze-vlm`: the model's `vlm_mode`).
-- `baseline_<arch>`: the standard recipe: the same Stage-2-sized architecture from a random expert,
-  every layer sees language, the VLM trunk trains end to end.
+- `apt_<arch>`: Stage 1 trains the expert as a Vision-Action prior on a frozen VLM (half the blocks,
+  all blind to language); Stage 2 adds the language-seeing blocks (`--fusion highway`, the released
+  design: interleaved, `--carry` says what else Stage 2 takes over; `cross_attention`: inserted
+  gated layers) and trains prior and likelihood jointly (VLM frozen unless `--unfreeze-vlm`: the
+  model's `vlm_mode`).
+- `baseline_<arch>`: the Stage-2 model from a random expert (highway: the identical model;
+  cross_attention: every layer sees language), the VLM trunk trains end to end.
 
 For a fair comparison the step budget (`--steps`) is the same total for every recipe; `apt` splits
 it between its stages (STAGE1_FRACTION).
