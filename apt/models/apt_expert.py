@@ -85,7 +85,7 @@ class AptExpert(InterleavedExpert):
         vl = self.embed_vl(vlm)
         kv = []
         for i, (blk, isolated) in enumerate(zip(self.blocks, self.isolated)):
-            if i == len(self.blocks) - 1:  # the last block's VL outputs reach no action token
+            if i == len(self.blocks) - 1:  # its VL outputs (and mix) reach no action token: never computed
                 _, k, v = blk.project(blk.norm(vl, None))
                 kv.append((k, v))
                 break
