@@ -1,4 +1,5 @@
-"""APT recipe properties of VLAModel, for both experts (tiny random-encoder TinyVLM, CPU).
+"""APT recipe properties of VLAModel in the legacy `cross_attention` fusion design, for both experts
+(tiny random-encoder TinyVLM, CPU). The released `highway` design: tests/test_apt_highway.py.
 
 * Stage 1 never sees language (bit-exact), the `full` baseline and Stage 2 do.
 * Right after Stage 1 -> Stage 2 the model is the prior up to the gate's initial opening.
@@ -12,7 +13,7 @@ import math
 import pytest
 import torch
 
-from apt.models.fusion import FusionConfig
+from apt.models.fusion import CROSS_ATTENTION
 from apt.models.builders import QWEN3_VL_2B_ARCH, get_preset
 from apt.models.policy_model import ModelConfig, VLAModel, load_stage1_state_dict, stage2_from_stage1
 
@@ -30,8 +31,13 @@ def _batch(model, instructions, seed=0):
             "actions": torch.randn(b, cfg.chunk_len, cfg.action_dim, generator=g)}
 
 
+def FusionConfig(**changes):  # noqa: N802 - the legacy design's settings, with changes
+    return dataclasses.replace(CROSS_ATTENTION, **changes)
+
+
 def _model(preset, stage, **changes):
     torch.manual_seed(0)
+    changes = {"fusion": CROSS_ATTENTION, **changes}
     return VLAModel(get_preset(preset, ModelConfig).replace(stage=stage, **changes)).eval()
 
 
@@ -117,8 +123,9 @@ def _trunk_grad(model):
 
 @pytest.mark.parametrize("preset", ARCHS)
 def test_gradient_reaches_vlm_trunk_only_when_trained(preset):
-    assert _trunk_grad(_model(preset, "full")) > 0
-    assert _trunk_grad(_model(preset, "stage2", fusion=FusionConfig(unfreeze_vlm=True))) > 0
+    assert _trunk_grad(_model(preset, "full", vlm_mode="full")) > 0
+    assert _trunk_grad(_model(preset, "full")) == 0  # vlm_mode "frozen" (the default) holds for the baseline too
+    assert _trunk_grad(_model(preset, "stage2", vlm_mode="full")) > 0
     assert _trunk_grad(_model(preset, "stage2")) == 0  # default Stage 2 keeps the VLM frozen
     stage1 = _model(preset, "stage1")
     assert _trunk_grad(stage1) == 0
@@ -126,7 +133,7 @@ def test_gradient_reaches_vlm_trunk_only_when_trained(preset):
 
 
 def test_param_groups_apply_vlm_lr_multiplier():
-    model = _model("dummy_pi0", "stage2", fusion=FusionConfig(unfreeze_vlm=True, vlm_lr_multiplier=0.1))
+    model = _model("dummy_pi0", "stage2", vlm_mode="full", vlm_lr_multiplier=0.1)
     groups = {g["name"]: g for g in model.param_groups(1e-3)}
     assert math.isclose(groups["vlm"]["lr"], 1e-4) and groups["expert"]["lr"] == 1e-3
     assert "vlm" not in {g["name"] for g in _model("dummy_pi0", "stage1").param_groups(1e-3)}
@@ -163,7 +170,9 @@ def test_config_json_round_trip_and_presets():
 
 
 def test_real_size_preset_builds_on_meta_device():
-    cfg = get_preset("qwen3vl2b_pi0", ModelConfig).replace(stage="stage2")
+    cfg = get_preset("qwen3vl2b_pi0", ModelConfig).replace(stage="stage2", fusion=CROSS_ATTENTION)
+    cfg = cfg.replace(expert=dataclasses.replace(cfg.expert, width=1024, depth=18, heads=8, kv_heads=1, head_dim=128,
+                                                 mlp_ratio=4.0))  # the size this design was built at
     cfg = cfg.replace(vlm=dataclasses.replace(cfg.vlm, hf_config=QWEN3_VL_2B_ARCH))  # size without the files
     with torch.device("meta"):
         model = VLAModel(cfg)

@@ -189,10 +189,9 @@ def test_hf_qwen3_vl_with_pi_expert_produces_a_chunk():
     assert not torch.equal(fa, fb)
 
 
-def test_hf_paligemma_masks_and_language_free_image_tokens():
+def _tiny_paligemma():
     from transformers import PaliGemmaConfig
 
-    torch.manual_seed(0)
     _, tokenizer = _tiny_qwen3_vl()
     tokenizer.bos_token = "<unk>"  # PaliGemma prefixes the language with BOS
     config = PaliGemmaConfig(
@@ -201,6 +200,12 @@ def test_hf_paligemma_masks_and_language_free_image_tokens():
         text_config=dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=1, head_dim=12, vocab_size=200),
         image_token_index=IMAGE, projection_dim=48)
+    return config, tokenizer
+
+
+def test_hf_paligemma_masks_and_language_free_image_tokens():
+    torch.manual_seed(0)
+    config, tokenizer = _tiny_paligemma()
     vlm = HFVLM.from_config(config, tokenizer, VLMConfig(kind="hf", hf_config=config.to_dict(), max_text_tokens=8))
     images = torch.randint(0, 256, (2, 2, 3, 40, 40), dtype=torch.uint8)
     ta, tb = vlm.tokenize(["pick up the red block", "stack"]), vlm.tokenize(["push left", "put the cube in the bowl"])

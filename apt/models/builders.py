@@ -59,12 +59,13 @@ PRESETS: dict[str, ModelConfig | DiscreteConfig] = {
     "tiny_pi0": ModelConfig(arch="pi0", vlm=_TINY_VLM, expert=_TINY_EXPERT, chunk_len=8),
     "tiny_groot": ModelConfig(arch="groot", vlm=_TINY_VLM, expert=_TINY_EXPERT, chunk_len=8,
                               flow=FlowConfig(num_steps=4)),
-    # Paper scale: Qwen3-VL-2B (hub name or set vlm.name_or_path to a local copy) + ~300M expert.
+    # Paper scale: Qwen3-VL-2B (hub name or set vlm.name_or_path to a local copy) + the released "base"
+    # expert (width 768, 12 heads, FFN 2x; 14 Stage-1 blocks -> 28 in Stage 2, one per VLM layer).
     "qwen3vl2b_pi0": ModelConfig(arch="pi0", vlm=_QWEN_VLM, chunk_len=50, action_dim=7, state_dim=8,
-                                 expert=ExpertConfig(width=1024, depth=18, heads=8, kv_heads=1, head_dim=128)),
+                                 expert=ExpertConfig(width=768, depth=14, heads=12, mlp_ratio=2.0)),
     "qwen3vl2b_groot": ModelConfig(arch="groot", vlm=_QWEN_VLM, chunk_len=16, action_dim=7, state_dim=8,
-                                   flow=FlowConfig(num_steps=4),
-                                   expert=ExpertConfig(width=1024, depth=16, heads=8, adapter_layers=4,
+                                   flow=FlowConfig(num_steps=4),  # 8 Stage-1 blocks -> GR00T N1.5's 16 DiT blocks
+                                   expert=ExpertConfig(width=1024, depth=8, heads=8, adapter_layers=4,
                                                        num_future_tokens=32, vlm_layer=12)),
     # Discrete (pi0-FAST style) and KI. Unit tests / CI: random stand-in encoders, small vocabulary.
     "dummy_discrete": DiscreteConfig(vlm=_DUMMY_VLM, decoder=ExpertConfig(width=32, depth=2, heads=2, mlp_ratio=2.0),

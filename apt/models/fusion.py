@@ -1,7 +1,14 @@
-"""APT gated fusion: the Stage-2 layers that let language back into a vision-only (Stage-1) expert.
+"""APT fusion settings, and the legacy `cross_attention` design's Stage-2 layers.
 
-What "half of the expert's attention layers active" means here
----------------------------------------------------------------
+`FusionConfig.kind` picks the design:
+  * `highway` (default; the authors' released code): the expert carries its own VL token stream and
+    after every block mixes the VLM's hidden state of the matching layer into it through a
+    per-channel sigmoid gate, in both stages (`highway.py`, `apt_expert.py`).
+  * `cross_attention` (this project's earlier reading of the paper, kept for the shipped checkpoints
+    and as an ablation): the rest of this docstring. A config.json without `kind` is one of these.
+
+What "half of the expert's attention layers active" means in `cross_attention`
+---------------------------------------------------------------------------
 The Stage-2 expert has 2L attention layers: the L layers of its Stage-1 trunk (pi-style: joint
 attention over [VLM image keys; own tokens]; GR00T-style: the DiT's alternating cross/self
 attention blocks) and L inserted gated fusion layers, one after each trunk layer. Stage 1 *builds*
@@ -21,7 +28,9 @@ pi(a | v, l) ∝ pi_prior(a | v) · L(l | v, a).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,27 +38,52 @@ from torch import Tensor, nn
 from apt.models.layers import CrossAttention, RMSNorm, compact_tokens
 
 
+FUSION_KINDS = ("highway", "cross_attention")
+CARRY_MODES = ("blocks", "all")
+
+
 @dataclass(frozen=True)
 class FusionConfig:
-    """Stage-2 fusion settings (the paper leaves all of these open)."""
+    """How language reaches the expert and how Stage 2 grows from Stage 1 (defaults: the released design)."""
 
-    gate: str = "scalar"  # "scalar": one logit per inserted layer | "channel": one logit per channel
-    gate_init_logit: float = -4.0  # sigmoid(-4) ~= 0.018: the new path starts almost closed
-    layer_map: tuple[int, ...] | None = None  # pi expert: VLM hidden_states index read by inserted layer i
-    #                                           (None = the same index as the trunk layer it follows)
-    unfreeze_vlm: bool = False  # Stage 2 also trains the VLM's trainable part (trunk / LLM)
-    vlm_lr_multiplier: float = 0.1  # VLM learning rate = base LR * this, when unfrozen
-    # Gate logits learn at base LR * this. Adam moves a parameter by about its LR per step whatever
-    # the gradient's size, so at the base LR a logit starting at -4 needs ~10^4 steps to reach -1:
-    # the gate could never open within a CPU-sized budget and Stage 2 would stay the language-blind
-    # prior. 50x lets it open in a few hundred steps when the loss asks for it (and stay shut if not).
-    gate_lr_multiplier: float = 50.0
+    kind: str = "highway"  # "highway" (released: gated VL-stream mixing) | "cross_attention" (legacy)
+    gate: str = "channel"  # "scalar": one logit per layer | "channel": one logit per layer and channel
+    gate_init_logit: float = 0.0  # highway: sigmoid(0) = 0.5 (released); cross_attention: -4 (~0.018)
+    # pi experts: VLM hidden_states index read by each *added* Stage-2 layer (cross_attention: the layer
+    # after trunk layer i; highway: the new block 2i). None = the default map of that design.
+    layer_map: tuple[int, ...] | None = None
+    # Gate logits learn at base LR * this. cross_attention: Adam moves a parameter by about its LR per
+    # step whatever the gradient's size, so at the base LR a logit starting at -4 needs ~10^4 steps to
+    # reach -1: 50x let it open in a few hundred steps. highway gates start half open: 1x, as released.
+    gate_lr_multiplier: float = 1.0
+    # highway: what Stage 2 takes over from Stage 1: "blocks" (released: the attention blocks only; the
+    # encoders, projections, gates and head start fresh) | "all" (every Stage-1 expert tensor).
+    # cross_attention always keeps every Stage-1 tensor (Stage 2 only adds layers): "all".
+    carry: str = "blocks"
 
     def __post_init__(self) -> None:
+        if self.kind not in FUSION_KINDS:
+            raise ValueError(f"FusionConfig.kind must be one of {FUSION_KINDS}, got {self.kind!r}")
         if self.gate not in ("scalar", "channel"):
             raise ValueError(f"FusionConfig.gate must be 'scalar' or 'channel', got {self.gate!r}")
-        if self.gate_lr_multiplier <= 0 or self.vlm_lr_multiplier <= 0:
-            raise ValueError("FusionConfig learning-rate multipliers must be > 0")
+        if self.carry not in CARRY_MODES:
+            raise ValueError(f"FusionConfig.carry must be one of {CARRY_MODES}, got {self.carry!r}")
+        if self.gate_lr_multiplier <= 0:
+            raise ValueError("FusionConfig.gate_lr_multiplier must be > 0")
+
+
+# The legacy design with the settings every shipped `cross_attention` checkpoint was trained with.
+CROSS_ATTENTION = FusionConfig(kind="cross_attention", gate="scalar", gate_init_logit=-4.0,
+                               gate_lr_multiplier=50.0, carry="all")
+
+
+def legacy_fusion_dict(d: dict[str, Any] | None) -> dict[str, Any]:
+    """A config.json's fusion entry as FusionConfig fields: an entry without `kind` (or no entry at
+    all) was written before `highway` existed, so it is `cross_attention` with that design's defaults
+    for whatever it does not record."""
+    if d is not None and "kind" in d:
+        return d
+    return {**dataclasses.asdict(CROSS_ATTENTION), **(d or {})}
 
 
 @dataclass

@@ -19,26 +19,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from apt.models.expert_base import Expert, ExpertConfig
+from apt.models.expert_base import ExpertConfig, InsertedFusionExpert
 from apt.models.fusion import FusionConfig, FusionKV, GatedFusionLayer
-from apt.models.layers import CrossAttention, SelfAttentionBlock, compact_tokens, sincos_embedding
+from apt.models.layers import CrossAttention, SelfAttentionBlock, ada_layer_norm, compact_tokens, sincos_embedding
 from apt.models.vlm import VLMOutput
 
 
-class AdaLayerNorm(nn.Module):
-    """LayerNorm whose shift/scale come from the timestep embedding (zero-initialised: starts as LN)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
-        self.mod = nn.Linear(dim, 2 * dim)
-        nn.init.zeros_(self.mod.weight)
-        nn.init.zeros_(self.mod.bias)
-
-    def forward(self, x: Tensor, temb: Tensor) -> Tensor:
-        """x [B, T, D], temb [B, D]."""
-        shift, scale = self.mod(temb)[:, None].chunk(2, dim=-1)
-        return self.norm(x) * (1 + scale) + shift
+def groot_vlm_layer(cfg: ExpertConfig, vlm_layers: int) -> int:
+    """The one VLM hidden_states index a GR00T-style adapter reads (default: the middle, like GR00T's 12)."""
+    layer = cfg.vlm_layer if cfg.vlm_layer is not None else (vlm_layers + 1) // 2
+    if not 0 <= layer <= vlm_layers:
+        raise ValueError(f"vlm_layer {layer} not in [0, {vlm_layers}]")
+    return layer
 
 
 class DiTBlock(nn.Module):
@@ -47,9 +39,9 @@ class DiTBlock(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: float, cross: bool) -> None:
         super().__init__()
         self.cross = cross
-        self.norm1 = AdaLayerNorm(dim)
+        self.norm1 = ada_layer_norm(dim)
         self.attn = CrossAttention(dim, dim, heads)
-        self.norm2 = AdaLayerNorm(dim)
+        self.norm2 = ada_layer_norm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
 
@@ -64,6 +56,49 @@ class DiTBlock(nn.Module):
         return x + self.mlp(self.norm2(x, temb))
 
 
+class DiTTokens:
+    """GR00T's token layout, shared by both GR00T-style experts (attribute names = checkpoint keys):
+    [state (1); learned future tokens (F); H action tokens] + learned positions, AdaLN time embedding,
+    and the read-out of the last H tokens."""
+
+    cfg: ExpertConfig
+    state_enc: nn.Sequential
+    action_enc: nn.Sequential
+    future_tokens: nn.Parameter
+    pos: nn.Parameter
+    time_mlp: nn.Sequential
+    norm_out: nn.Module
+    action_out: nn.Linear
+
+    def init_tokens(self, state_dim: int, action_dim: int, chunk_len: int) -> None:
+        """The token encoders (before the blocks, in this order: it fixes the random init)."""
+        w = self.cfg.width
+        self.state_enc = nn.Sequential(nn.Linear(state_dim, w), nn.SiLU(), nn.Linear(w, w))
+        self.action_enc = nn.Sequential(nn.Linear(action_dim, w), nn.SiLU(), nn.Linear(w, w))
+        self.future_tokens = nn.Parameter(torch.randn(self.cfg.num_future_tokens, w) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1 + self.cfg.num_future_tokens + chunk_len, w) * 0.02)
+        self.time_mlp = nn.Sequential(nn.Linear(w, w), nn.SiLU(), nn.Linear(w, w))
+
+    def init_readout(self, action_dim: int) -> None:
+        """The output norm and head (after the blocks)."""
+        self.norm_out = ada_layer_norm(self.cfg.width)
+        self.action_out = nn.Linear(self.cfg.width, action_dim)
+
+    def embed_tokens(self, state: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """-> tokens [B, 1 + F + H, W] and the time embedding [B, W]."""
+        b = state.shape[0]
+        temb = self.time_mlp(sincos_embedding(t, self.cfg.width).to(x_t.dtype))
+        x = torch.cat([self.state_enc(state)[:, None], self.future_tokens[None].expand(b, -1, -1),
+                       self.action_enc(x_t)], dim=1) + self.pos
+        return x, temb
+
+    def read_out(self, x: Tensor, temb: Tensor, x_t: Tensor) -> Tensor:
+        """The velocity [B, H, A] from the last H tokens."""
+        out = self.action_out(self.norm_out(x[:, -x_t.shape[1]:], temb))
+        assert out.shape == x_t.shape, (out.shape, x_t.shape)
+        return out
+
+
 @dataclass
 class GrootPrefix:
     """Cached: per cross block (k, v, key mask) over the adapted VLM tokens; fusion K/V (Stage 2)."""
@@ -72,26 +107,19 @@ class GrootPrefix:
     fusion: list[FusionKV] | None
 
 
-class GrootExpert(Expert):
+class GrootExpert(DiTTokens, InsertedFusionExpert):
     """GR00T-style DiT expert. Call: forward(vlm_out, state [B,S], x_t [B,H,A], t [B], key_mask) -> [B,H,A]."""
 
     def __init__(self, cfg: ExpertConfig, *, vlm_hidden: int, vlm_layers: int, state_dim: int,
                  action_dim: int, chunk_len: int, fusion: FusionConfig | None = None) -> None:
         super().__init__(cfg, state_dim=state_dim, action_dim=action_dim, chunk_len=chunk_len)
         w = cfg.width
-        self.vlm_layer = cfg.vlm_layer if cfg.vlm_layer is not None else (vlm_layers + 1) // 2
-        if not 0 <= self.vlm_layer <= vlm_layers:
-            raise ValueError(f"vlm_layer {self.vlm_layer} not in [0, {vlm_layers}]")
+        self.vlm_layer = groot_vlm_layer(cfg, vlm_layers)
         self.adapter_in = nn.Sequential(nn.LayerNorm(vlm_hidden), nn.Linear(vlm_hidden, w))
         self.adapter = nn.ModuleList(SelfAttentionBlock(w, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.adapter_layers))
-        self.state_enc = nn.Sequential(nn.Linear(state_dim, w), nn.SiLU(), nn.Linear(w, w))
-        self.action_enc = nn.Sequential(nn.Linear(action_dim, w), nn.SiLU(), nn.Linear(w, w))
-        self.future_tokens = nn.Parameter(torch.randn(cfg.num_future_tokens, w) * 0.02)
-        self.pos = nn.Parameter(torch.randn(1 + cfg.num_future_tokens + chunk_len, w) * 0.02)
-        self.time_mlp = nn.Sequential(nn.Linear(w, w), nn.SiLU(), nn.Linear(w, w))
+        self.init_tokens(state_dim, action_dim, chunk_len)
         self.blocks = nn.ModuleList(DiTBlock(w, cfg.heads, cfg.mlp_ratio, cross=(i % 2 == 0)) for i in range(cfg.depth))
-        self.norm_out = AdaLayerNorm(w)
-        self.action_out = nn.Linear(w, action_dim)
+        self.init_readout(action_dim)
         if fusion is not None:
             self.insert_fusion_layers(fusion)
 
@@ -124,13 +152,8 @@ class GrootExpert(Expert):
         return GrootPrefix(cross_kv, fusion)
 
     def velocity(self, prefix: GrootPrefix, state: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        b, h = self.check_inputs(state, x_t, t)
-        w = self.cfg.width
-        temb = self.time_mlp(sincos_embedding(t, w).to(x_t.dtype))  # [B, W]
-        x = torch.cat([self.state_enc(state)[:, None], self.future_tokens[None].expand(b, -1, -1),
-                       self.action_enc(x_t)], dim=1) + self.pos  # [B, 1 + F + H, W]
+        self.check_inputs(state, x_t, t)
+        x, temb = self.embed_tokens(state, x_t, t)
         for i, blk in enumerate(self.blocks):
             x = self.fuse(i, blk(x, temb, prefix.cross_kv[i]), prefix.fusion)
-        out = self.action_out(self.norm_out(x[:, -h:], temb))
-        assert out.shape == x_t.shape, (out.shape, x_t.shape)
-        return out
+        return self.read_out(x, temb, x_t)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from apt.models.vlm import VLM, FrozenFeatures, VLMConfig, VLMOutput, images_to_float, resize_images
+from apt.models.vlm import VLM, FrozenFeatures, VLMConfig, VLMOutput, grid_coords, images_to_float, resize_images
 
 
 _QWEN_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
@@ -79,11 +79,10 @@ class HFVLM(VLM):
             unit = self.fmt.patch * self.fmt.merge
             if cfg.image_size % unit:
                 raise ValueError(f"image_size {cfg.image_size} must be a multiple of patch*merge = {unit}")
-            g = cfg.image_size // self.fmt.patch
-            self.tokens_per_image = g * g // (self.fmt.merge**2)
+            self.grid = cfg.image_size // (self.fmt.patch * self.fmt.merge)  # merged tokens per side
         else:
-            s = self.fmt.extra["image_size"]
-            self.tokens_per_image = (s // self.fmt.patch) ** 2
+            self.grid = self.fmt.extra["image_size"] // self.fmt.patch
+        self.tokens_per_image = self.grid * self.grid
 
     # -- construction
     @classmethod
@@ -173,4 +172,4 @@ class HFVLM(VLM):
                          return_dict=True, **kwargs)
         hs = tuple(out.hidden_states)
         assert len(hs) == self.num_layers + 1, (len(hs), self.num_layers)
-        return VLMOutput(hs, image_mask, lang_mask, attn.bool())
+        return VLMOutput(hs, image_mask, lang_mask, attn.bool(), grid_coords(image_mask, self.grid))

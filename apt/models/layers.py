@@ -26,6 +26,32 @@ class RMSNorm(nn.Module):
         return (x.float() * torch.rsqrt(var + self.eps)).to(x.dtype) * self.weight
 
 
+class AdaptiveNorm(nn.Module):
+    """`norm`(x) * (1 + scale) + shift, with (shift, scale) a zero-initialised Linear of a condition (the
+    flow-time embedding): starts as `norm`. GR00T's AdaLN is this on a LayerNorm without affine
+    (`ada_layer_norm`), the released APT expert's AdaRMSNorm this on an RMSNorm (`ada_rms_norm`)."""
+
+    def __init__(self, norm: nn.Module, dim: int) -> None:
+        super().__init__()
+        self.norm = norm
+        self.mod = nn.Linear(dim, 2 * dim)
+        nn.init.zeros_(self.mod.weight)
+        nn.init.zeros_(self.mod.bias)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        """x [B, T, D], cond [B, D]."""
+        shift, scale = self.mod(cond)[:, None].chunk(2, dim=-1)
+        return self.norm(x) * (1 + scale) + shift
+
+
+def ada_layer_norm(dim: int) -> AdaptiveNorm:
+    return AdaptiveNorm(nn.LayerNorm(dim, elementwise_affine=False), dim)
+
+
+def ada_rms_norm(dim: int) -> AdaptiveNorm:
+    return AdaptiveNorm(RMSNorm(dim), dim)
+
+
 class GatedMLP(nn.Module):
     """SwiGLU MLP (the feed-forward of Gemma/Qwen-like experts)."""
 

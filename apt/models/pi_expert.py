@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from apt.models.expert_base import Expert, ExpertConfig, attention_geometry
+from apt.models.expert_base import ExpertConfig, InsertedFusionExpert, attention_geometry
 from apt.models.fusion import FusionConfig, FusionKV, GatedFusionLayer
 from apt.models.layers import GatedMLP, RMSNorm, compact_tokens, masked_attention, merge_heads, sincos_embedding, split_heads
 from apt.models.vlm import VLMOutput
@@ -94,7 +94,7 @@ class PiPrefix:
     suffix_mask: Tensor | None = None  # [B, 1 + H, P + 1 + H], built by the first velocity call
 
 
-class PiExpert(Expert):
+class PiExpert(InsertedFusionExpert):
     """pi0-style expert. Call: forward(vlm_out, state [B,S], x_t [B,H,A], t [B], key_mask) -> [B,H,A]."""
 
     def __init__(self, cfg: ExpertConfig, *, vlm_hidden: int, vlm_layers: int, state_dim: int,

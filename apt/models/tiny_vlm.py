@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from apt.models.efficientnet_lite import EfficientNetLite0, load_efficientnet_lite0
 from apt.models.layers import SelfAttentionBlock
-from apt.models.vlm import VLM, FrozenFeatures, VLMConfig, VLMOutput, images_to_float, resize_images
+from apt.models.vlm import VLM, FrozenFeatures, VLMConfig, VLMOutput, grid_coords, images_to_float, resize_images
 
 
 def minilm_path() -> Path:
@@ -219,4 +219,4 @@ class TinyVLM(VLM):
         for blk in self.trunk:
             x = blk(x, mask)
             hidden.append(x)
-        return VLMOutput(tuple(hidden), image_mask, lang_mask, pad_mask)
+        return VLMOutput(tuple(hidden), image_mask, lang_mask, pad_mask, grid_coords(image_mask, self.grid))

@@ -73,17 +73,21 @@ class VLMOutput:
         layer l (the input of VLM layer l, from which the VLM computes its own K/V).
     image_mask: [B, T] bool, image tokens.  lang_mask: [B, T] bool, valid language tokens.
     pad_mask: [B, T] bool, every valid token (image, language and any special tokens).
+    image_coords: [B, T, 2] float, each image token's (row, column) centre in its image, normalised to
+        [0, 1]; 0 on other tokens. None where a backbone does not say (the released expert embeds them).
     """
 
     hidden_states: tuple[Tensor, ...]
     image_mask: Tensor
     lang_mask: Tensor
     pad_mask: Tensor
+    image_coords: Tensor | None = None
 
     def __post_init__(self) -> None:
         b, t, _ = self.hidden_states[0].shape
         for m in (self.image_mask, self.lang_mask, self.pad_mask):
             assert m.shape == (b, t) and m.dtype == torch.bool, (m.shape, m.dtype, (b, t))
+        assert self.image_coords is None or self.image_coords.shape == (b, t, 2), self.image_coords.shape
 
     def vision_key_mask(self) -> Tensor:
         """Stage-1 keys: valid image tokens only (language masked out)."""
@@ -127,6 +131,17 @@ class VLM(nn.Module, abc.ABC):
 
     def for_inference(self) -> None:
         """Lay the frozen encoders out for acting only (a policy calls it once; training never does)."""
+
+
+def grid_coords(image_mask: Tensor, grid: int) -> Tensor:
+    """[B, T] bool image tokens -> [B, T, 2] normalised (row, column) token centres, 0 elsewhere.
+
+    Assumes what every backbone here does: each image is a run of grid * grid tokens in row-major
+    order, images one after another. E.g. grid 2: image tokens get (.25,.25) (.25,.75) (.75,.25) (.75,.75).
+    """
+    k = (torch.cumsum(image_mask.long(), dim=1) - 1) % (grid * grid)  # index of the token in its image
+    rc = torch.stack([k // grid, k % grid], dim=-1).float()
+    return (rc + 0.5) / grid * image_mask[..., None]
 
 
 def images_to_float(images: Tensor) -> Tensor:

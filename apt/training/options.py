@@ -73,6 +73,12 @@ class TrainOptions:
         "--vlm-lr-multiplier", None, type=float,
         help="the trunk's LR as a multiple of --lr: apt with --unfreeze-vlm (default 0.1); "
              "discrete/ki, whose --lr is the fresh decoder's (default 1)")
+    fusion: str = _option("--fusion", "highway", choices=("highway", "cross_attention"),
+                          help="apt/baseline: how language reaches the expert: highway = the authors' released "
+                               "expert (default); cross_attention = the earlier inserted layers (an ablation)")
+    carry: str = _option("--carry", "blocks", choices=("blocks", "all"),
+                         help="apt with --fusion highway: what Stage 2 takes over from Stage 1: the attention "
+                              "blocks only (default, as released) or every expert tensor")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cameras", tuple(self.cameras))  # argparse gives a list

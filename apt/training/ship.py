@@ -47,10 +47,11 @@ def _file_sha256(path: Path) -> str:
 # A regenerated command spells out these options always, in this order (the manifests' order) ...
 _ALWAYS = ("demos", "steps", "batch_size", "lr", "seed", "cameras", "vlm")
 # ... then these where they differ from their defaults (--unfreeze-vlm brings its multiplier along).
-_WHERE_SET = ("unfreeze_vlm", "vl_ratio", "vl_grid_cm", "fast_scale", "ema_decay", "precision", "vlm_lr_multiplier")
+_WHERE_SET = ("unfreeze_vlm", "vl_ratio", "vl_grid_cm", "fast_scale", "ema_decay", "precision", "vlm_lr_multiplier",
+              "fusion", "carry")
 # Options the recipes record in config.json under the same name (older checkpoints did not record
 # some of them: they used the defaults). discrete / ki record `vlm_lr_multiplier` (the trunk's LR /
-# the decoder's) only where it is not 1; apt's is in the model's fusion config.
+# the decoder's) only where it is not 1; apt's is in the model config (`vlm_mode`, `vlm_lr_multiplier`).
 _RECORDED = ("vl_ratio", "vl_grid_cm", "fast_scale", "ema_decay", "precision")
 
 
@@ -60,17 +61,26 @@ def recorded_options(config: dict[str, Any], out: str) -> TrainOptions:
     if config.get("policy") == "vlm_tiny":
         return TrainOptions(policy="vlm_tiny", demos=config.get("demos") or "demos/tabletop",
                             steps=config.get("train", {}).get("steps"), out=out)
-    fusion = config.get("model", {}).get("fusion") or {}
-    unfreeze = bool(recipe.get("name") == "apt" and fusion.get("unfreeze_vlm"))
+    model = config.get("model", {})
+    fusion = model.get("fusion") or {}
+    design: dict[str, Any] = {}  # --fusion / --carry, where the model records its design
+    if "kind" in fusion:  # (a model from before `fusion.kind` is cross_attention, made when no command said so)
+        design["fusion"] = fusion["kind"]
+        if fusion["kind"] == "highway":
+            design["carry"] = fusion["carry"]
+    if "vlm_mode" not in model:  # written before the model recorded `vlm_mode`: apt's fusion entry held it
+        model = {"vlm_mode": "full" if fusion.get("unfreeze_vlm") else "frozen",
+                 "vlm_lr_multiplier": fusion.get("vlm_lr_multiplier")}
+    unfreeze = bool(recipe.get("name") == "apt" and model["vlm_mode"] == "full")
     vlm = recipe.get("vlm_init")
     return TrainOptions(
         policy=config["policy"], demos=recipe.get("demos") or "demos/" + config["suite"], out=out,
         steps=recipe.get("steps"), batch_size=recipe.get("batch_size"), lr=recipe.get("lr"),
         seed=recipe.get("seed"), cameras=config.get("observation_spec", {}).get("cameras") or ["front"],
         vlm=vlm if vlm and vlm != "random" else "none", unfreeze_vlm=unfreeze,
-        vlm_lr_multiplier=fusion.get("vlm_lr_multiplier") if unfreeze else recipe.get("vlm_lr_multiplier"),
+        vlm_lr_multiplier=model["vlm_lr_multiplier"] if unfreeze else recipe.get("vlm_lr_multiplier"),
         threads=recipe.get("threads") or 1,  # before the recipe recorded its threads, all ran on one
-        **{key: recipe[key] for key in _RECORDED if key in recipe})
+        **design, **{key: recipe[key] for key in _RECORDED if key in recipe})
 
 
 def training_command(config: dict[str, Any], out: str) -> str:

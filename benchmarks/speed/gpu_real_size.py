@@ -28,7 +28,6 @@ import torch
 from apt.models.action_tokens import ActionTokenizer
 from apt.models.builders import QWEN3_VL_2B_ARCH, get_preset
 from apt.models.discrete import DiscreteConfig, DiscreteVLA
-from apt.models.fusion import FusionConfig
 from apt.models.policy_model import ModelConfig, VLAModel
 from apt.training.trainer import TrainConfig, train_loop
 
@@ -74,7 +73,7 @@ def build_model(policy: str, size: str, dtype: str) -> tuple[torch.nn.Module, An
     cfg = get_preset(f"qwen3vl2b_{arch}", ModelConfig)
     # APT's costlier stage: Stage 2 with the VLM unfrozen at a tenth of the LR; baseline: end to end.
     stage = {"apt": "stage2", "baseline": "full"}[recipe]
-    cfg = cfg.replace(stage=stage, fusion=FusionConfig(unfreeze_vlm=True),
+    cfg = cfg.replace(stage=stage, vlm_mode="full", vlm_lr_multiplier=0.1 if recipe == "apt" else 1.0,
                       vlm=dataclasses.replace(cfg.vlm, hf_config=_hf_config(size), dtype=dtype))
     if size != "real":
         cfg = cfg.replace(expert=_shrink_expert(cfg.expert), vlm=dataclasses.replace(cfg.vlm, image_size=64))

@@ -1,10 +1,12 @@
 """The flow-matching recipes `apt_<arch>` and `baseline_<arch>` (one model, two training orders).
 
-- `apt_<arch>`: Stage 1 trains the expert as a Vision-Action prior on a frozen VLM (language keys
-  masked, trunk layers only); Stage 2 inserts the gated fusion layers and trains prior and
-  likelihood jointly (VLM frozen unless `fusion.unfreeze_vlm`, `--unfreeze-vlm`).
-- `baseline_<arch>`: the standard recipe: the same Stage-2-sized architecture from a random expert,
-  every layer sees language, the VLM trunk trains end to end.
+- `apt_<arch>`: Stage 1 trains the expert as a Vision-Action prior on a frozen VLM (half the blocks,
+  all blind to language); Stage 2 adds the language-seeing blocks (`--fusion highway`, the released
+  design: interleaved, `--carry` says what else Stage 2 takes over; `cross_attention`: inserted
+  gated layers) and trains prior and likelihood jointly (VLM frozen unless `--unfreeze-vlm`: the
+  model's `vlm_mode`).
+- `baseline_<arch>`: the Stage-2 model from a random expert (highway: the identical model;
+  cross_attention: every layer sees language), the VLM trunk trains end to end.
 
 For a fair comparison the step budget (`--steps`) is the same total for every recipe; `apt` splits
 it between its stages (STAGE1_FRACTION).
@@ -17,6 +19,7 @@ import time
 from typing import Any
 
 from apt.checkpoints import load_weights, read_meta, save_checkpoint
+from apt.models.fusion import CROSS_ATTENTION, FusionConfig
 from apt.models.policy_model import VLAModel, stage2_from_stage1
 from apt.policies.transforms import Normalizer
 from apt.training import distributed
@@ -41,6 +44,9 @@ def _check_options(opts: TrainOptions, recipe: str) -> None:
                          "(baseline always trains the VLM at the base learning rate)")
     if opts.vlm_lr_multiplier is not None and not opts.unfreeze_vlm:
         raise BenchError("--vlm-lr-multiplier needs --unfreeze-vlm (a frozen VLM has no learning rate)")
+    if opts.carry != TrainOptions.default("carry") and (recipe != "apt" or opts.fusion != "highway"):
+        raise BenchError("--carry configures APT's Stage 2 with --fusion highway "
+                         "(cross_attention's Stage 2 keeps every Stage-1 tensor)")
 
 
 def train_flow(opts: TrainOptions, recipe: str, arch: str, suite: Suite) -> int:
@@ -48,11 +54,13 @@ def train_flow(opts: TrainOptions, recipe: str, arch: str, suite: Suite) -> int:
     _check_options(opts, recipe)
     demos = load_training_demos(opts, suite)
     base = model_config(opts, arch, suite)
-    if opts.unfreeze_vlm:
-        fusion = dataclasses.replace(base.fusion, unfreeze_vlm=True)
-        if opts.vlm_lr_multiplier is not None:
-            fusion = dataclasses.replace(fusion, vlm_lr_multiplier=opts.vlm_lr_multiplier)
-        base = base.replace(fusion=fusion)
+    fusion = CROSS_ATTENTION if opts.fusion == "cross_attention" else FusionConfig(carry=opts.carry)
+    base = base.replace(fusion=dataclasses.replace(fusion, layer_map=base.fusion.layer_map))
+    if recipe == "baseline":  # end to end, the VLM at the base LR
+        base = base.replace(vlm_mode="full", vlm_lr_multiplier=1.0)
+    elif opts.unfreeze_vlm:  # apt: Stage 2 also trains the VLM, at a tenth of the LR unless asked
+        mult = 0.1 if opts.vlm_lr_multiplier is None else opts.vlm_lr_multiplier
+        base = base.replace(vlm_mode="full", vlm_lr_multiplier=mult)
     first_stage = {"apt": "stage1", "baseline": "full"}[recipe]
     if opts.stage == 2:
         meta1 = read_meta(opts.init)
