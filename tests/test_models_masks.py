@@ -3,7 +3,7 @@
 import torch
 
 from apt.models.expert_base import default_layer_map
-from apt.models.layers import compact_tokens, masked_attention
+from apt.models.layers import AttentionMask, compact_tokens, masked_attention
 from apt.models.pi_expert import make_attn_mask
 
 
@@ -74,3 +74,24 @@ def test_default_layer_map():
     assert default_layer_map(4, 4) == (0, 1, 2, 3)  # pi0: expert layer l reads VLM layer l's input
     assert default_layer_map(2, 4) == (0, 2)
     assert default_layer_map(18, 28)[-1] == 26
+
+
+def test_a_prepared_attention_mask_gives_the_boolean_masks_answer_bit_for_bit():
+    """layers.AttentionMask (a mask reused at every denoising step, prepared once) changes nothing:
+    the same output as the boolean mask, zeros for a row with no visible key, grouped K/V heads."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 4, 5, 8, generator=g)
+    k, v = torch.randn(3, 2, 7, 8, generator=g), torch.randn(3, 2, 7, 8, generator=g)
+    mask = torch.rand(3, 5, 7, generator=g) > 0.4
+    mask[:, :, 0] = True
+    with torch.no_grad():
+        full = AttentionMask.of(mask)
+        assert full.has_key is None  # every row sees a key: the output multiply is skipped
+        assert torch.equal(masked_attention(q, k, v, full), masked_attention(q, k, v, mask))
+        mask[1, 2] = False  # a row with no visible key
+        empty_row = AttentionMask.of(mask)
+        assert empty_row.has_key is not None
+        out = masked_attention(q, k, v, empty_row)
+        assert torch.equal(out, masked_attention(q, k, v, mask))
+        assert torch.equal(out[1, :, 2], torch.zeros(4, 8)) and torch.isfinite(out).all()
+    assert AttentionMask.of(mask).has_key is not None  # with autograd on, no host sync: rows kept

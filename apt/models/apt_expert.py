@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from apt.models.expert_base import ExpertConfig
 from apt.models.fusion import FusionConfig
 from apt.models.highway import Highway, HighwayBlock, InterleavedExpert, highway_masks
-from apt.models.layers import ada_rms_norm, sincos_embedding
+from apt.models.layers import AttentionMask, ada_rms_norm, sincos_embedding
 from apt.models.vlm import VLMOutput
 
 
@@ -45,7 +45,7 @@ class AptPrefix:
     """Cached per `sample_actions`: each block's VL keys/values and the action rows' masks by kind."""
 
     kv: list[tuple[Tensor, Tensor]]
-    act_masks: dict[bool, Tensor]  # isolated? -> [B, 1 + H, T + 1 + H]
+    act_masks: dict[bool, AttentionMask]  # isolated? -> [B, 1 + H, T + 1 + H], reused at every step
 
 
 class AptExpert(InterleavedExpert):
@@ -92,7 +92,7 @@ class AptExpert(InterleavedExpert):
             vl, k, v = blk(vl, None, masks[isolated][0])
             kv.append((k, v))
             vl = self.highway.mix(i, vl, vlm.hidden_states[self.layer_map[i]])
-        return AptPrefix(kv, {iso: m[1] for iso, m in masks.items()})
+        return AptPrefix(kv, {iso: AttentionMask.of(m[1]) for iso, m in masks.items()})
 
     def velocity(self, prefix: AptPrefix, state: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         b, h = self.check_inputs(state, x_t, t)

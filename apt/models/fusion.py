@@ -29,13 +29,13 @@ pi(a | v, l) ∝ pi_prior(a | v) · L(l | v, a).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from apt.models.layers import CrossAttention, RMSNorm, compact_tokens
+from apt.models.layers import AttentionMask, CrossAttention, RMSNorm, compact_tokens
 
 
 FUSION_KINDS = ("highway", "cross_attention")
@@ -93,6 +93,13 @@ class FusionKV:
     k: Tensor
     v: Tensor
     mask: Tensor
+    prepared: dict[int, AttentionMask] = field(default_factory=dict)  # by query count, reused across steps
+
+    def attention_mask(self, queries: int) -> AttentionMask:
+        """The key mask for `queries` query rows, prepared once per prefix (layers.AttentionMask)."""
+        if queries not in self.prepared:
+            self.prepared[queries] = AttentionMask.of(self.mask[:, None, :].expand(-1, queries, -1))
+        return self.prepared[queries]
 
 
 class GatedFusionLayer(nn.Module):
@@ -121,7 +128,7 @@ class GatedFusionLayer(nn.Module):
 
     def forward(self, h: Tensor, kv: FusionKV) -> Tensor:
         """h [B, Tq, dim] -> [B, Tq, dim]."""
-        return h + self.gate().to(h.dtype) * self.attn.attend(self.norm(h), kv.k, kv.v, kv.mask)
+        return h + self.gate().to(h.dtype) * self.attn.attend(self.norm(h), kv.k, kv.v, kv.attention_mask(h.shape[1]))
 
 
 def fusion_parameter_names(module: nn.Module) -> list[str]:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from apt.models.expert_base import Expert, ExpertConfig
 from apt.models.fusion import FusionConfig
-from apt.models.layers import RMSNorm, ada_rms_norm, masked_attention, merge_heads, split_heads
+from apt.models.layers import AttentionMask, RMSNorm, ada_rms_norm, masked_attention, merge_heads, split_heads
 
 
 # ------------------------------------------------------------------------------------------ layout
@@ -180,7 +180,7 @@ class HighwayBlock(nn.Module):
         return (self.q_norm(split_heads(q, self.heads)), self.k_norm(split_heads(k, self.kv_heads)),
                 split_heads(v, self.kv_heads))
 
-    def forward(self, x: Tensor, temb: Tensor | None, mask: Tensor,
+    def forward(self, x: Tensor, temb: Tensor | None, mask: Tensor | AttentionMask,
                 past: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """x [B, T, W] one token group; mask [B, T, T_past + T]; past: (k, v) of the keys before x.
         Returns (x', k, v) with k, v x's own keys/values (what later groups read as `past`)."""

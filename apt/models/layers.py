@@ -7,6 +7,7 @@ get the masking right, one place to audit bit-exactness of the Stage-1 language 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -78,31 +79,57 @@ def sincos_embedding(t: Tensor, dim: int, min_period: float = 4e-3, max_period: 
     return torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1)
 
 
-def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+@dataclass(frozen=True)
+class AttentionMask:
+    """A boolean "may attend" mask [B, Tq, Tk] prepared once for reuse, as `masked_attention` applies it:
+    the additive form SDPA adds to its scores (0 / -inf, float32; rows with no visible key all 0) and the
+    rows that have a key (None: every row has one). A mask that repeats at every denoising step is
+    prepared once per `sample_actions` call: SDPA then skips its bool -> float conversion, and the
+    per-call any / or / multiply go away (measured on CPU for 8 x 4 heads x 9 queries over 81 keys:
+    141 instead of 170 us per call). The result is bit-identical to passing the boolean mask."""
+
+    bias: Tensor  # [B, 1, Tq, Tk]
+    has_key: Tensor | None  # [B, 1, Tq, 1] in {0, 1}, or None
+    shape: tuple[int, int, int]  # (B, Tq, Tk)
+
+    @classmethod
+    def of(cls, mask: Tensor, check_rows: bool | None = None) -> AttentionMask:
+        """`check_rows`: find out (one host sync) whether every row has a key, so the output multiply
+        can be skipped; by default only without autograd (sampling reuses the mask at every step, a
+        training step uses it once and need not sync)."""
+        check_rows = not torch.is_grad_enabled() if check_rows is None else check_rows
+        has_key = mask.any(-1, keepdim=True)  # [B, Tq, 1]
+        safe = mask | ~has_key
+        bias = torch.zeros(safe.shape, dtype=torch.float32, device=mask.device).masked_fill_(~safe, -math.inf)
+        rows = None if check_rows and bool(has_key.all()) else has_key[:, None].float()
+        return cls(bias[:, None], rows, (mask.shape[0], mask.shape[1], mask.shape[2]))
+
+
+def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | AttentionMask) -> Tensor:
     """Scaled dot-product attention with a boolean "may attend" mask and grouped K/V heads.
 
-    q: [B, Hq, Tq, dh]; k, v: [B, Hkv, Tk, dh] with Hq % Hkv == 0; mask: [B, Tq, Tk] bool (True = attend).
+    q: [B, Hq, Tq, dh]; k, v: [B, Hkv, Tk, dh] with Hq % Hkv == 0; mask: [B, Tq, Tk] bool (True = attend),
+    or the same prepared once (`AttentionMask`).
     A query row with no visible key returns zeros instead of NaN (it happens only for padding rows).
     Masked keys contribute exactly 0 (exp(-inf)), which is what makes Stage-1 outputs bit-identical
     under a change of the (masked) language tokens.
     """
     b, hq, tq, dh = q.shape
+    prepared = mask if isinstance(mask, AttentionMask) else AttentionMask.of(mask, check_rows=False)
     assert k.shape[0] == b and k.shape[1] <= hq and hq % k.shape[1] == 0, (q.shape, k.shape)
-    assert mask.shape == (b, tq, k.shape[2]), (mask.shape, q.shape, k.shape)
+    assert prepared.shape == (b, tq, k.shape[2]), (prepared.shape, q.shape, k.shape)
     if k.shape[1] != hq:
         rep = hq // k.shape[1]
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
-    has_key = mask.any(-1, keepdim=True)  # [B, Tq, 1]
-    safe = mask | ~has_key
     if q.device.type == "cpu" and q.dtype == torch.bfloat16:
         # CPU bf16 autocast (`--precision bf16`): the bf16 flash-attention backward on CPU is ~7x
         # slower than the fp32 one at these sizes, which cancels the bf16 matmuls' gain; attend in fp32.
         with torch.autocast("cpu", enabled=False):
-            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=safe[:, None]).to(q.dtype)
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=prepared.bias).to(q.dtype)
     else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe[:, None])
-    return out * has_key[:, None].to(out.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=prepared.bias.to(q.dtype))
+    return out if prepared.has_key is None else out * prepared.has_key.to(out.dtype)
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:
@@ -181,8 +208,8 @@ class CrossAttention(nn.Module):
         """ctx [B, Tk, kv_dim] -> (k, v) each [B, Hkv, Tk, dh]."""
         return split_heads(self.k(ctx), self.kv_heads), split_heads(self.v(ctx), self.kv_heads)
 
-    def attend(self, x: Tensor, k: Tensor, v: Tensor, key_mask: Tensor) -> Tensor:
-        """x [B, Tq, dim], key_mask [B, Tk] bool -> [B, Tq, dim]."""
+    def attend(self, x: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | AttentionMask) -> Tensor:
+        """x [B, Tq, dim], key_mask [B, Tk] bool (or already prepared for the Tq queries) -> [B, Tq, dim]."""
         q = split_heads(self.q(x), self.heads)
-        mask = key_mask[:, None, :].expand(-1, x.shape[1], -1)
+        mask = key_mask if isinstance(key_mask, AttentionMask) else key_mask[:, None, :].expand(-1, x.shape[1], -1)
         return self.o(merge_heads(masked_attention(q, k, v, mask)))

@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from apt.models.expert_base import ExpertConfig, InsertedFusionExpert, attention_geometry
 from apt.models.fusion import FusionConfig, FusionKV, GatedFusionLayer
-from apt.models.layers import GatedMLP, RMSNorm, compact_tokens, masked_attention, merge_heads, sincos_embedding, split_heads
+from apt.models.layers import (AttentionMask, GatedMLP, RMSNorm, compact_tokens, masked_attention, merge_heads,
+                               sincos_embedding, split_heads)
 from apt.models.vlm import VLMOutput
 
 
@@ -74,7 +75,7 @@ class PiLayer(nn.Module):
         h = self.prefix_norm(feats)
         return split_heads(self.prefix_k(h), self.kv_heads), split_heads(self.prefix_v(h), self.kv_heads)
 
-    def forward(self, x: Tensor, pk: Tensor, pv: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, pk: Tensor, pv: Tensor, mask: Tensor | AttentionMask) -> Tensor:
         """x [B, S, W] suffix tokens; pk/pv [B, Hkv, P, dh]; mask [B, S, P + S] -> [B, S, W]."""
         h = self.norm(x)
         q = split_heads(self.q(h), self.heads)
@@ -91,7 +92,7 @@ class PiPrefix:
     kv: list[tuple[Tensor, Tensor]]
     mask: Tensor  # [B, P] bool
     fusion: list[FusionKV] | None
-    suffix_mask: Tensor | None = None  # [B, 1 + H, P + 1 + H], built by the first velocity call
+    suffix_mask: AttentionMask | None = None  # [B, 1 + H, P + 1 + H], built by the first velocity call
 
 
 class PiExpert(InsertedFusionExpert):
@@ -152,7 +153,7 @@ class PiExpert(InsertedFusionExpert):
             starts = torch.zeros(b, p + 1 + h, dtype=torch.bool, device=dev)
             starts[:, p] = True  # state token: its own block, sees the prefix
             starts[:, p + 1] = True  # action tokens: one bidirectional block, see prefix + state
-            mask = prefix.suffix_mask = make_attn_mask(pad, starts)[:, p:]  # suffix rows: [B, 1 + H, P + 1 + H]
+            mask = prefix.suffix_mask = AttentionMask.of(make_attn_mask(pad, starts)[:, p:])  # suffix rows
 
         for i, layer in enumerate(self.layers):
             x = self.fuse(i, layer(x, *prefix.kv[i], mask), prefix.fusion)
