@@ -36,8 +36,9 @@ train() {  # policy steps [flags...]
     [ -f "$CK/$p/model.safetensors" ] || "$BIN" train --policy "$p" --suite "$SUITE" --demos "$DEMOS" \
         --cameras agentview --steps "$steps" --lr 1e-3 --threads 1 --seed 0 --vlm "$VLM" "$@" --out "$CK/$p"
 }
-train apt_pi0 4000 --unfreeze-vlm --vlm-lr-multiplier 1.0 &
-train baseline_pi0 3000 &
+# The shipped pair predates the released expert design (`--fusion highway`, the default).
+train apt_pi0 4000 --unfreeze-vlm --vlm-lr-multiplier 1.0 --fusion cross_attention &
+train baseline_pi0 3000 --fusion cross_attention &
 wait
 "$PY" -m apt.training.ship "$CK" --noise-scale 0
 for s in $SPLITS; do

@@ -67,8 +67,14 @@ demos_for() {
     case "$1" in discrete_*) echo "$DISCRETE_DEMOS" ;; *) echo "$DEMOS" ;; esac
 }
 # APT's Stage 2 fine-tunes the VLM trunk jointly (at the base LR): 34.7% vs 31.9% frozen on seen.
+# The reference flow pairs predate the released expert design (`--fusion highway`, the default):
+# they use the inserted cross-attention layers, `--fusion cross_attention`.
 flags_for() {
-    case "$1" in apt_*) echo "--unfreeze-vlm --vlm-lr-multiplier 1.0" ;; *) echo "" ;; esac
+    case "$1" in
+        apt_*) echo "--unfreeze-vlm --vlm-lr-multiplier 1.0 --fusion cross_attention" ;;
+        baseline_*) echo "--fusion cross_attention" ;;
+        *) echo "" ;;
+    esac
 }
 
 [ -f "$VLM_DEMOS/meta.json" ] || "$BIN" demos --suite tabletop --out "$VLM_DEMOS" --episodes-per-task 50 --seed 0 \

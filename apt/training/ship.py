@@ -64,10 +64,12 @@ def recorded_options(config: dict[str, Any], out: str) -> TrainOptions:
     model = config.get("model", {})
     fusion = model.get("fusion") or {}
     design: dict[str, Any] = {}  # --fusion / --carry, where the model records its design
-    if "kind" in fusion:  # (a model from before `fusion.kind` is cross_attention, made when no command said so)
+    if "kind" in fusion:
         design["fusion"] = fusion["kind"]
         if fusion["kind"] == "highway":
             design["carry"] = fusion["carry"]
+    elif recipe.get("name") in ("apt", "baseline"):  # from before `fusion.kind`: cross_attention, which
+        design["fusion"] = "cross_attention"  # its command must now ask for, or it would train highway
     if "vlm_mode" not in model:  # written before the model recorded `vlm_mode`: apt's fusion entry held it
         model = {"vlm_mode": "full" if fusion.get("unfreeze_vlm") else "frozen",
                  "vlm_lr_multiplier": fusion.get("vlm_lr_multiplier")}
