@@ -37,8 +37,8 @@ train() {  # policy steps [flags...]
         --cameras agentview --steps "$steps" --lr 1e-3 --threads 1 --seed 0 --vlm "$VLM" "$@" --out "$CK/$p"
 }
 # The shipped pair predates the released expert design (`--fusion highway`, the default).
-train apt_pi0 4000 --unfreeze-vlm --vlm-lr-multiplier 1.0 --fusion cross_attention &
-train baseline_pi0 3000 --fusion cross_attention &
+train apt_pi0 4000 --vlm-mode full --vlm-lr-multiplier 1.0 --fusion cross_attention &
+train baseline_pi0 3000 --vlm-mode full --vlm-lr-multiplier 1.0 --fusion cross_attention &
 wait
 "$PY" -m apt.training.ship "$CK" --noise-scale 0
 for s in $SPLITS; do

@@ -66,13 +66,13 @@ threads_for() {
 demos_for() {
     case "$1" in discrete_*) echo "$DISCRETE_DEMOS" ;; *) echo "$DEMOS" ;; esac
 }
-# APT's Stage 2 fine-tunes the VLM trunk jointly (at the base LR): 34.7% vs 31.9% frozen on seen.
-# The reference flow pairs predate the released expert design (`--fusion highway`, the default):
-# they use the inserted cross-attention layers, `--fusion cross_attention`.
+# APT's Stage 2 fine-tunes the VLM trunk jointly (at the base LR): 34.7% vs 31.9% frozen on seen;
+# the baseline trains it throughout. The reference flow pairs predate the released expert design
+# (`--fusion highway`, the default) and the frozen default of `--vlm-mode`: they use the inserted
+# cross-attention layers, `--fusion cross_attention`, and `--vlm-mode full`.
 flags_for() {
     case "$1" in
-        apt_*) echo "--unfreeze-vlm --vlm-lr-multiplier 1.0 --fusion cross_attention" ;;
-        baseline_*) echo "--fusion cross_attention" ;;
+        apt_* | baseline_*) echo "--vlm-mode full --vlm-lr-multiplier 1.0 --fusion cross_attention" ;;
         *) echo "" ;;
     esac
 }

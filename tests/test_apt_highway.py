@@ -266,9 +266,9 @@ def test_vlm_mode_and_design_read_old_records_as_trained_and_regenerate_the_comm
     new = get_preset("dummy_pi0", ModelConfig).replace(stage="stage2", vlm_mode="full", vlm_lr_multiplier=0.1)
     config = {"policy": "apt_pi0", "suite": "tabletop", "model": new.to_dict(),
               "recipe": {"name": "apt", "steps": 4, "batch_size": 4, "lr": 0.001, "seed": 0}}
-    assert "--unfreeze-vlm --vlm-lr-multiplier 0.1" in training_command(config, "x")
+    assert "--vlm-mode full --vlm-lr-multiplier 0.1" in training_command(config, "x")
     config["model"] = new.replace(vlm_mode="frozen").to_dict()
-    assert "--unfreeze-vlm" not in training_command(config, "x") and "--fusion" not in training_command(config, "x")
+    assert "--vlm-mode" not in training_command(config, "x") and "--fusion" not in training_command(config, "x")
     # The design is part of the command where it is not the default.
     config["model"] = new.replace(fusion=FusionConfig(carry="all")).to_dict()
     assert training_command(config, "x").endswith("--carry all --threads 1 --out x")
@@ -288,3 +288,21 @@ def test_train_records_the_design_it_was_asked_for(tmp_path, demos_dir, capsys):
     assert ModelConfig.from_dict(read_meta(out).model).fusion == CROSS_ATTENTION
     assert main([*common, "--policy", "baseline_pi0", "--preset", "dummy_pi0", "--carry", "all"]) == 2
     assert "--carry configures APT's Stage 2" in capsys.readouterr().err
+
+
+def test_both_flow_recipes_take_the_same_vlm_mode(tmp_path, demos_dir, capsys):
+    """--vlm-mode is one option for apt and baseline (a fair pair shares it): frozen by default, as
+    released; full trains the trunk at --vlm-lr-multiplier x --lr (default 1) in apt's Stage 2 and
+    throughout the baseline; a multiplier for a frozen VLM is refused."""
+    common = ["train", "--demos", str(demos_dir), "--steps", "2", "--batch-size", "2", "--vlm", "none"]
+    for policy, preset in (("apt_pi0", "dummy_pi0"), ("baseline_pi0", "dummy_pi0")):
+        out = tmp_path / f"{policy}-frozen"
+        assert main([*common, "--policy", policy, "--preset", preset, "--out", str(out)]) == 0
+        model = ModelConfig.from_dict(read_meta(out).model)
+        assert (model.vlm_mode, model.vlm_trainable) == ("frozen", False)
+        out = tmp_path / f"{policy}-full"
+        assert main([*common, "--policy", policy, "--preset", preset, "--vlm-mode", "full", "--out", str(out)]) == 0
+        model = ModelConfig.from_dict(read_meta(out).model)
+        assert (model.vlm_mode, model.vlm_lr_multiplier, model.vlm_trainable) == ("full", 1.0, True)
+    assert main([*common, "--policy", "baseline_pi0", "--preset", "dummy_pi0", "--vlm-lr-multiplier", "0.5"]) == 2
+    assert "--vlm-lr-multiplier needs --vlm-mode full" in capsys.readouterr().err

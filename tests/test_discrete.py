@@ -241,7 +241,7 @@ def test_vl_grid_questions_name_each_objects_cell(suite):
                                             (["--fast-scale", "0"], "--fast-scale"),
                                             (["--ema-decay", "1"], "--ema-decay"),
                                             (["--vlm-lr-multiplier", "0"], "--vlm-lr-multiplier"),
-                                            (["--unfreeze-vlm"], "always trains the VLM trunk")])
+                                            (["--vlm-mode", "full"], "always trains the VLM trunk")])
 def test_discrete_recipe_options_are_checked(tmp_path, demos_dir, capsys, flags, message):
     rc = main(["train", "--policy", "discrete_pi0", "--demos", str(demos_dir), "--out", str(tmp_path / "x"),
                "--steps", "2", "--preset", "dummy_discrete", "--vlm", "none", *flags])

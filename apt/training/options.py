@@ -66,12 +66,13 @@ class TrainOptions:
     fast_scale: float = _option("--fast-scale", 10.0, type=float,
                                 help="discrete/ki: scale of the DCT coefficients before rounding (FAST: 10; "
                                      "lower = coarser action tokens)")
-    unfreeze_vlm: bool = _option("--unfreeze-vlm", False, action="store_true",
-                                 help="apt only: Stage 2 also trains the VLM trunk (default: frozen, the "
-                                      "prior's VLM)")
+    vlm_mode: str = _option("--vlm-mode", "frozen", choices=("frozen", "full"),
+                            help="apt/baseline: the VLM trunk after Stage 1 (apt's Stage 2, the baseline "
+                                 "throughout): frozen (default, as released) or full, trained at "
+                                 "--vlm-lr-multiplier x --lr; Stage 1 always reads a frozen VLM")
     vlm_lr_multiplier: float | None = _option(
         "--vlm-lr-multiplier", None, type=float,
-        help="the trunk's LR as a multiple of --lr: apt with --unfreeze-vlm (default 0.1); "
+        help="the trunk's LR as a multiple of --lr: apt/baseline with --vlm-mode full (default 1); "
              "discrete/ki, whose --lr is the fresh decoder's (default 1)")
     fusion: str = _option("--fusion", "highway", choices=("highway", "cross_attention"),
                           help="apt/baseline: how language reaches the expert: highway = the authors' released "

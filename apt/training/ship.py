@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from benchmarks.base import BenchError
 from apt.checkpoints import CONFIG_FILE, WEIGHTS_FILE, checkpoint_sha256
+from apt.models.policy_model import ModelConfig
 from apt.training.options import TrainOptions
 from apt.training.recipes.common import VLM_FILE
 
@@ -46,8 +47,8 @@ def _file_sha256(path: Path) -> str:
 
 # A regenerated command spells out these options always, in this order (the manifests' order) ...
 _ALWAYS = ("demos", "steps", "batch_size", "lr", "seed", "cameras", "vlm")
-# ... then these where they differ from their defaults (--unfreeze-vlm brings its multiplier along).
-_WHERE_SET = ("unfreeze_vlm", "vl_ratio", "vl_grid_cm", "fast_scale", "ema_decay", "precision", "vlm_lr_multiplier",
+# ... then these where they differ from their defaults (--vlm-mode full brings its multiplier along).
+_WHERE_SET = ("vlm_mode", "vl_ratio", "vl_grid_cm", "fast_scale", "ema_decay", "precision", "vlm_lr_multiplier",
               "fusion", "carry")
 # Options the recipes record in config.json under the same name (older checkpoints did not record
 # some of them: they used the defaults). discrete / ki record `vlm_lr_multiplier` (the trunk's LR /
@@ -61,28 +62,23 @@ def recorded_options(config: dict[str, Any], out: str) -> TrainOptions:
     if config.get("policy") == "vlm_tiny":
         return TrainOptions(policy="vlm_tiny", demos=config.get("demos") or "demos/tabletop",
                             steps=config.get("train", {}).get("steps"), out=out)
-    model = config.get("model", {})
-    fusion = model.get("fusion") or {}
-    design: dict[str, Any] = {}  # --fusion / --carry, where the model records its design
-    if "kind" in fusion:
-        design["fusion"] = fusion["kind"]
-        if fusion["kind"] == "highway":
-            design["carry"] = fusion["carry"]
-    elif recipe.get("name") in ("apt", "baseline"):  # from before `fusion.kind`: cross_attention, which
-        design["fusion"] = "cross_attention"  # its command must now ask for, or it would train highway
-    if "vlm_mode" not in model:  # written before the model recorded `vlm_mode`: apt's fusion entry held it
-        model = {"vlm_mode": "full" if fusion.get("unfreeze_vlm") else "frozen",
-                 "vlm_lr_multiplier": fusion.get("vlm_lr_multiplier")}
-    unfreeze = bool(recipe.get("name") == "apt" and model["vlm_mode"] == "full")
+    flow: dict[str, Any] = {}  # apt / baseline: the model's design and VLM mode, as the model config reads them
+    if recipe.get("name") in ("apt", "baseline"):  # (older records: cross_attention, the VLM mode they trained)
+        model = ModelConfig.from_dict(config.get("model", {}))
+        flow = {"fusion": model.fusion.kind, "vlm_mode": model.vlm_mode}
+        if model.fusion.kind == "highway":
+            flow["carry"] = model.fusion.carry
+        if model.vlm_mode == "full":
+            flow["vlm_lr_multiplier"] = model.vlm_lr_multiplier
     vlm = recipe.get("vlm_init")
     return TrainOptions(
         policy=config["policy"], demos=recipe.get("demos") or "demos/" + config["suite"], out=out,
         steps=recipe.get("steps"), batch_size=recipe.get("batch_size"), lr=recipe.get("lr"),
         seed=recipe.get("seed"), cameras=config.get("observation_spec", {}).get("cameras") or ["front"],
-        vlm=vlm if vlm and vlm != "random" else "none", unfreeze_vlm=unfreeze,
-        vlm_lr_multiplier=model["vlm_lr_multiplier"] if unfreeze else recipe.get("vlm_lr_multiplier"),
+        vlm=vlm if vlm and vlm != "random" else "none",
         threads=recipe.get("threads") or 1,  # before the recipe recorded its threads, all ran on one
-        **design, **{key: recipe[key] for key in _RECORDED if key in recipe})
+        **{"vlm_lr_multiplier": recipe.get("vlm_lr_multiplier"), **flow},
+        **{key: recipe[key] for key in _RECORDED if key in recipe})
 
 
 def training_command(config: dict[str, Any], out: str) -> str:
@@ -91,8 +87,8 @@ def training_command(config: dict[str, Any], out: str) -> str:
     if opts.policy == "vlm_tiny":
         return " ".join(["apt-bench train", *opts.command_parts(("policy", "demos", "steps", "out"))])
     changed = [name for name in _WHERE_SET if getattr(opts, name) != TrainOptions.default(name)]
-    if opts.unfreeze_vlm:  # the switch (first in the list) brings its multiplier right after it, whatever its value
-        changed = ["unfreeze_vlm", "vlm_lr_multiplier"] + [n for n in changed[1:] if n != "vlm_lr_multiplier"]
+    if opts.vlm_mode == "full":  # the mode (first in the list) brings its multiplier right after it, whatever its value
+        changed = ["vlm_mode", "vlm_lr_multiplier"] + [n for n in changed[1:] if n != "vlm_lr_multiplier"]
     return " ".join(["apt-bench train", *opts.command_parts(["policy"]), f"--suite {config['suite']}",
                      *opts.command_parts([*_ALWAYS, *changed, "threads", "out"])])
 

@@ -52,8 +52,8 @@ def _trunk_lr_multiplier(opts: TrainOptions) -> float:
                          f"--vl-grid {opts.vl_grid_cm} with --vl-ratio {opts.vl_ratio}")
     if opts.fast_scale <= 0:
         raise BenchError(f"--fast-scale must be > 0 (FAST uses 10), got {opts.fast_scale}")
-    if opts.unfreeze_vlm:
-        raise BenchError(f"--unfreeze-vlm is APT's Stage 2 option; {opts.policy} always trains the VLM trunk")
+    if opts.vlm_mode != TrainOptions.default("vlm_mode"):
+        raise BenchError(f"--vlm-mode is the flow recipes' option; {opts.policy} always trains the VLM trunk")
     trunk_mult = 1.0 if opts.vlm_lr_multiplier is None else opts.vlm_lr_multiplier
     if trunk_mult <= 0:
         raise BenchError(f"--vlm-lr-multiplier must be > 0 (the trunk's LR / --lr), got {trunk_mult}")

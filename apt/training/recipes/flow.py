@@ -3,13 +3,16 @@
 - `apt_<arch>`: Stage 1 trains the expert as a Vision-Action prior on a frozen VLM (half the blocks,
   all blind to language); Stage 2 adds the language-seeing blocks (`--fusion highway`, the released
   design: interleaved, `--carry` says what else Stage 2 takes over; `cross_attention`: inserted
-  gated layers) and trains prior and likelihood jointly (VLM frozen unless `--unfreeze-vlm`: the
+  gated layers) and trains prior and likelihood jointly (VLM frozen unless `--vlm-mode full`: the
   model's `vlm_mode`).
 - `baseline_<arch>`: the Stage-2 model from a random expert (highway: the identical model;
-  cross_attention: every layer sees language), the VLM trunk trains end to end.
+  cross_attention: every layer sees language), every step on the whole model.
 
-For a fair comparison the step budget (`--steps`) is the same total for every recipe; `apt` splits
-it between its stages (STAGE1_FRACTION).
+For a fair comparison the step budget (`--steps`) is the same total for every recipe (`apt` splits
+it between its stages, STAGE1_FRACTION), and `--vlm-mode` is the same option for both: the VLM
+trunk stays frozen (default, as released) or trains at `--vlm-lr-multiplier` x `--lr` in apt's
+Stage 2 and throughout the baseline. (Checkpoints from before `--vlm-mode` trained the baseline's
+trunk always; ship regenerates their commands with `--vlm-mode full`.)
 """
 
 from __future__ import annotations
@@ -38,12 +41,10 @@ def _check_options(opts: TrainOptions, recipe: str) -> None:
         raise BenchError(f"--stage applies to apt recipes only, not {opts.policy}")
     if opts.stage == 2 and not opts.init:
         raise BenchError("--stage 2 needs --init STAGE1_CHECKPOINT (the output of --stage 1)")
-    if (opts.unfreeze_vlm or opts.vlm_lr_multiplier is not None) and recipe != "apt":
-        raise BenchError(f"--unfreeze-vlm / --vlm-lr-multiplier configure APT's Stage 2 (and the discrete "
-                         f"recipes' trunk LR), not {opts.policy} "
-                         "(baseline always trains the VLM at the base learning rate)")
-    if opts.vlm_lr_multiplier is not None and not opts.unfreeze_vlm:
-        raise BenchError("--vlm-lr-multiplier needs --unfreeze-vlm (a frozen VLM has no learning rate)")
+    if opts.vlm_lr_multiplier is not None and opts.vlm_mode != "full":
+        raise BenchError("--vlm-lr-multiplier needs --vlm-mode full (a frozen VLM has no learning rate)")
+    if opts.vlm_lr_multiplier is not None and opts.vlm_lr_multiplier <= 0:
+        raise BenchError(f"--vlm-lr-multiplier must be > 0 (the trunk's LR / --lr), got {opts.vlm_lr_multiplier}")
     if opts.carry != TrainOptions.default("carry") and (recipe != "apt" or opts.fusion != "highway"):
         raise BenchError("--carry configures APT's Stage 2 with --fusion highway "
                          "(cross_attention's Stage 2 keeps every Stage-1 tensor)")
@@ -56,10 +57,8 @@ def train_flow(opts: TrainOptions, recipe: str, arch: str, suite: Suite) -> int:
     base = model_config(opts, arch, suite)
     fusion = CROSS_ATTENTION if opts.fusion == "cross_attention" else FusionConfig(carry=opts.carry)
     base = base.replace(fusion=dataclasses.replace(fusion, layer_map=base.fusion.layer_map))
-    if recipe == "baseline":  # end to end, the VLM at the base LR
-        base = base.replace(vlm_mode="full", vlm_lr_multiplier=1.0)
-    elif opts.unfreeze_vlm:  # apt: Stage 2 also trains the VLM, at a tenth of the LR unless asked
-        mult = 0.1 if opts.vlm_lr_multiplier is None else opts.vlm_lr_multiplier
+    if opts.vlm_mode == "full":  # apt's Stage 2 and the baseline alike (a fair pair shares the mode)
+        mult = 1.0 if opts.vlm_lr_multiplier is None else opts.vlm_lr_multiplier
         base = base.replace(vlm_mode="full", vlm_lr_multiplier=mult)
     first_stage = {"apt": "stage1", "baseline": "full"}[recipe]
     if opts.stage == 2:
