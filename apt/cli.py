@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "from costs measured before the run, in-process on 2 cores, a sized Ray pool on more)")
     run.add_argument("--in-flight", type=positive_int, default=None,
                      help="episodes each worker plays at once, batching their policy calls (default: "
-                          "1 in-process; on Ray the policy's batch, sized from measured costs)")
+                          "a learned policy's batch, sized from measured costs on Ray; otherwise 1)")
     run.add_argument("--store", default=DEFAULT_STORE, help="SQLite results store")
     run.add_argument("--video", action="store_true", help="write one MP4 per episode")
     run.add_argument("--ray-address", default=None, help="join an existing Ray cluster")
