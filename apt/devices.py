@@ -73,3 +73,10 @@ def cpu_info() -> dict[str, Any]:
         info["torch"] = torch.__version__
         info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     return info
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity where the OS reports one (Linux; a container
+    or `taskset` may allow fewer than the machine has), else every core."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)

@@ -24,7 +24,7 @@ run's engine record.
 from __future__ import annotations
 
 import json
-import os
+import math
 import shlex
 import subprocess
 import sys
@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from apt.devices import check_device, cpu_info
+from apt.devices import check_device, cpu_info, usable_cores
 from apt.eval.compare import markdown_table
 from apt.eval.episodes import Episode, Plan
 from apt.eval.local import in_flight as local_in_flight, run_local
@@ -154,10 +154,11 @@ def execute(episodes: Sequence[Episode], plan: Plan, *, workers: int | None, pol
     costs: Costs | None = None
     if workers is None and ray_address is None and episodes and not plan.episode_hook:
         costs = measure(plan, episodes[0], policy, suite)
-        picked, local_s, ray_s = engine(costs, len(os.sched_getaffinity(0)))
+        picked, local_s, ray_s = engine(costs, usable_cores())
         workers = 0 if picked == "in-process" else None
-        choice = {"engine_chosen": picked, "predicted_ms_per_query": {"in-process": round(local_s * 1e3, 2),
-                                                                       "ray": round(ray_s * 1e3, 2)}}
+        predicted = {"in-process": local_s, "ray": ray_s}  # ray: inf with no core to spare
+        choice = {"engine_chosen": picked, "predicted_ms_per_query": {
+            name: round(s * 1e3, 2) if math.isfinite(s) else None for name, s in predicted.items()}}
         if progress:
             print(f"engine: {picked} (predicted {local_s * 1e3:.1f} ms per policy query in-process, "
                   f"{ray_s * 1e3:.1f} on Ray; --workers N chooses)", file=sys.stderr)

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from apt.devices import cpu_info
+from apt.devices import cpu_info, usable_cores
 from apt.eval.episodes import Episode, Plan
 from apt.eval.runner import plan_run
 from apt.eval.store import EpisodeRecord, Store, read_episodes
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     learned = isinstance(pol, FixedBatch)
     runs = [Run("oracle, in-process", ROOT, ["--policy", "oracle", "--workers", "0"])]
     serial = [("in-process, 1 in flight", ["--workers", "0", "--in-flight", "1"])] if args.serial else []
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     # A learned policy: the default (the engine `apt-bench run` picks from measured costs), and each
     # engine forced. The reference engine's default was Ray with one worker per core.
     engines = ([("default", []), ("in-process", ["--workers", "0"]), *serial,
