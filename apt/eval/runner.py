@@ -17,8 +17,8 @@ that entry. Each episode is one `episodes.Episode`, from this plan to its stored
 The engine: `execute` plays the work list in-process (local.py, `--workers 0`) or over Ray
 (ray_pool.py) behind one progress bar. Without `--workers` (and `--ray-address`) it measures the
 run's costs and, for a shared policy, picks the engine predicted faster on this machine
-(sizing.engine): in-process on 2 cores, Ray on more; the choice and its prediction go into the
-run's engine record.
+(sizing.engine): in-process on 2 cores (on the torch threads that measured faster), Ray on more;
+the choice and its prediction go into the run's engine record.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import pandas as pd
+import torch
 
 from apt.devices import check_device, cpu_info, usable_cores
 from apt.eval.compare import markdown_table
@@ -152,16 +153,20 @@ def execute(episodes: Sequence[Episode], plan: Plan, *, workers: int | None, pol
 
     choice: dict = {}
     costs: Costs | None = None
+    threads = torch.get_num_threads()
     if workers is None and ray_address is None and episodes and not plan.episode_hook:
         costs = measure(plan, episodes[0], policy, suite)
-        picked, local_s, ray_s = engine(costs, usable_cores())
-        workers = 0 if picked == "in-process" else None
-        predicted = {"in-process": local_s, "ray": ray_s}  # ray: inf with no core to spare
-        choice = {"engine_chosen": picked, "predicted_ms_per_query": {
+        picked = engine(costs, usable_cores())
+        workers = 0 if picked.name == "in-process" else None
+        predicted = {"in-process": picked.local_s, "ray": picked.ray_s}  # ray: inf with no core to spare
+        choice = {"engine_chosen": picked.name, "predicted_ms_per_query": {
             name: round(s * 1e3, 2) if math.isfinite(s) else None for name, s in predicted.items()}}
+        if picked.name == "in-process":
+            choice["policy_threads"] = picked.threads
+            torch.set_num_threads(picked.threads)
         if progress:
-            print(f"engine: {picked} (predicted {local_s * 1e3:.1f} ms per policy query in-process, "
-                  f"{ray_s * 1e3:.1f} on Ray; --workers N chooses)", file=sys.stderr)
+            print(f"engine: {picked.name} (predicted {picked.local_s * 1e3:.1f} ms per policy query in-process, "
+                  f"{picked.ray_s * 1e3:.1f} on Ray; --workers N chooses)", file=sys.stderr)
     try:
         if workers == 0:
             run_local(episodes, plan, policy, suite, report)
@@ -170,6 +175,7 @@ def execute(episodes: Sequence[Episode], plan: Plan, *, workers: int | None, pol
             stats = run_ray(episodes, plan, workers, report, ray_address, policy=policy, suite=suite, costs=costs)
     finally:
         bar.close()
+        torch.set_num_threads(threads)
     return {**choice, **stats, **counts}
 
 

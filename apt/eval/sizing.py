@@ -24,10 +24,13 @@ cluster (a per-episode policy such as the oracle costs next to nothing, so Ray w
 predict one query's seconds in each. In-process, one thread steps the envs and the policy computes
 on every core: env_s + policy_all_s. On Ray, env work and single-threaded policy work spread over
 the cores left after Ray's own processes (the driver, the raylet and the GCS, counted as
-`RAY_CORES`): (env_s + policy_s) / (cpus - RAY_CORES). The prediction leaves out what Ray adds on
-top (its start-up, the serialisation of every call), so Ray is chosen only when predicted
-`RAY_MARGIN` times faster. On 2 cores that never happens (Ray's prediction is at best the
-in-process one); from 3 cores on it does for a policy-heavy run. Measured on 2 cores (tiny
+`RAY_CORES`): (env_s + policy_s) / (cpus - RAY_CORES). In-process the policy computes on one
+thread instead when that measured faster (a busy machine: 37 ms per observation on 2 threads
+against 15 on one, measured while a test suite ran beside), so its prediction is env_s +
+min(policy_s, policy_all_s). The prediction leaves out what Ray adds on top (its start-up, the
+serialisation of every call), so Ray is chosen only when predicted `RAY_MARGIN` times faster. On 2
+cores that never happens (Ray's prediction is at best the in-process one); from 3 cores on it does
+for a policy-heavy run. Measured on 2 cores (tiny
 apt_pi0, 96 episodes, benchmarks/speed/eval_speed.py, two runs): in-process 195-210, Ray
 139-154 episodes/min.
 """
@@ -110,14 +113,25 @@ def measure(plan: Plan, episode: Episode, policy: Policy, suite: Suite, probes: 
     return Costs(env_s=env_s, policy_s=policy_s, batch=batch, policy_all_s=policy_all_s)
 
 
-def engine(costs: Costs, cpus: int) -> tuple[str, float, float]:
-    """("in-process" | "ray", predicted seconds per query in-process, on Ray) for `cpus` cores
-    (module docstring: the rule and the measurement behind it)."""
+@dataclass(frozen=True)
+class Engine:
+    """The engine a run uses, why, and (in-process) the torch threads its policy computes on."""
+
+    name: str  # "in-process" | "ray"
+    local_s: float  # predicted seconds per policy query in-process ...
+    ray_s: float  # ... and on Ray (inf: no core to spare)
+    threads: int  # in-process: 1 when one thread measured faster than all (a busy machine), else `cpus`
+
+
+def engine(costs: Costs, cpus: int) -> Engine:
+    """The engine for `cpus` cores (module docstring: the rule and the measurement behind it). In-process
+    the policy computes on whichever thread count measured faster."""
     all_s = costs.policy_s if costs.policy_all_s is None else costs.policy_all_s
-    local_s = costs.env_s + all_s
+    threads = 1 if costs.policy_s < all_s else cpus
+    local_s = costs.env_s + min(costs.policy_s, all_s)
     spare = cpus - RAY_CORES
     ray_s = (costs.env_s + costs.policy_s) / spare if spare > 0 else math.inf
-    return ("ray" if RAY_MARGIN * ray_s < local_s else "in-process"), local_s, ray_s
+    return Engine("ray" if RAY_MARGIN * ray_s < local_s else "in-process", local_s, ray_s, threads)
 
 
 def layout(costs: Costs, cpus: int, workers: int | None = None, in_flight: int | None = None,
