@@ -306,3 +306,16 @@ def test_both_flow_recipes_take_the_same_vlm_mode(tmp_path, demos_dir, capsys):
         assert (model.vlm_mode, model.vlm_lr_multiplier, model.vlm_trainable) == ("full", 1.0, True)
     assert main([*common, "--policy", "baseline_pi0", "--preset", "dummy_pi0", "--vlm-lr-multiplier", "0.5"]) == 2
     assert "--vlm-lr-multiplier needs --vlm-mode full" in capsys.readouterr().err
+
+
+def test_train_option_choices_match_the_config_types():
+    """options.py repeats the config types' choices (it stays torch-free): they must not drift apart."""
+    import dataclasses
+
+    from apt.models.fusion import CARRY_MODES, FUSION_KINDS
+    from apt.models.policy_model import VLM_MODES
+    from apt.training.options import TrainOptions
+
+    fields = {f.name: f.metadata["argparse"]["choices"] for f in dataclasses.fields(TrainOptions)
+              if "choices" in f.metadata["argparse"]}
+    assert (fields["vlm_mode"], fields["fusion"], fields["carry"]) == (VLM_MODES, FUSION_KINDS, CARRY_MODES)

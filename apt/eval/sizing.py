@@ -22,17 +22,15 @@ the number of policy actors on a GPU (`Plan.policy_actors`).
 Which engine (`engine`), for a shared policy when the user gives no `--workers` and joins no
 cluster (a per-episode policy such as the oracle costs next to nothing, so Ray wins): the same costs
 predict one query's seconds in each. In-process, one thread steps the envs and the policy computes
-on every core: env_s + policy_all_s. On Ray, env work and single-threaded policy work spread over
-the cores left after Ray's own processes (the driver, the raylet and the GCS, counted as
-`RAY_CORES`): (env_s + policy_s) / (cpus - RAY_CORES). In-process the policy computes on one
-thread instead when that measured faster (a busy machine: 37 ms per observation on 2 threads
-against 15 on one, measured while a test suite ran beside), so its prediction is env_s +
-min(policy_s, policy_all_s). The prediction leaves out what Ray adds on top (its start-up, the
-serialisation of every call), so Ray is chosen only when predicted `RAY_MARGIN` times faster. On 2
-cores that never happens (Ray's prediction is at best the in-process one); from 3 cores on it does
-for a policy-heavy run. Measured on 2 cores (tiny
-apt_pi0, 96 episodes, benchmarks/speed/eval_speed.py, two runs): in-process 195-210, Ray
-139-154 episodes/min.
+on all cores, or on one when that measured faster (a busy machine: 37 ms per observation on 2
+threads against 15 on one, beside a test suite): env_s + min(policy_all_s, policy_s). On Ray, env
+work and single-threaded policy work spread over the cores left after Ray's own processes (the
+driver, the raylet and the GCS, counted as `RAY_CORES`): (env_s + policy_s) / (cpus - RAY_CORES).
+The prediction leaves out what Ray adds on top (its start-up, the serialisation of every call), so
+Ray is chosen only when predicted `RAY_MARGIN` times faster. On 2 cores that never happens (Ray's
+prediction is at best the in-process one); from 3 cores on it does for a policy-heavy run.
+Measured on 2 cores (tiny apt_pi0, 96 episodes, benchmarks/speed/eval_speed.py): in-process
+188-217, Ray 133-194 episodes/min over four runs.
 """
 
 from __future__ import annotations
@@ -73,8 +71,8 @@ RAY_MARGIN = 1.1  # Ray must be predicted this much faster: the prediction leave
 
 
 def measure(plan: Plan, episode: Episode, policy: Policy, suite: Suite, probes: int = 3) -> Costs:
-    """Time `probes` policy queries' worth of env steps and full policy batches, on one thread and on
-    the process's threads (a shared policy: the engines serve per-episode ones per episode)."""
+    """Time `probes` policy queries' worth of env steps and full batches of the (shared) policy, on one
+    thread and on the process's threads."""
     s = plan.settings
     batch = policy.batch_rows if isinstance(policy, FixedBatch) else 1
     env = suite.make_env(episode.task_id, image_size=s.image_size, cameras=s.cameras)

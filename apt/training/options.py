@@ -66,6 +66,8 @@ class TrainOptions:
     fast_scale: float = _option("--fast-scale", 10.0, type=float,
                                 help="discrete/ki: scale of the DCT coefficients before rounding (FAST: 10; "
                                      "lower = coarser action tokens)")
+    # The choices below repeat policy_model.VLM_MODES and fusion.FUSION_KINDS / CARRY_MODES, which
+    # live in torch modules: this module stays torch-free (the CLI imports it); the configs validate.
     vlm_mode: str = _option("--vlm-mode", "frozen", choices=("frozen", "full"),
                             help="apt/baseline: the VLM trunk after Stage 1 (apt's Stage 2, the baseline "
                                  "throughout): frozen (default, as released) or full, trained at "
