@@ -23,12 +23,13 @@ from apt.models.apt_groot_expert import AptGrootExpert
 from apt.models.builders import QWEN3_VL_2B_ARCH, build_model, get_preset
 from apt.models.expert_base import ExpertConfig
 from apt.models.flow import euler_sample
-from apt.models.fusion import CROSS_ATTENTION, FusionConfig
+from apt.models.fusion import CARRY_MODES, CROSS_ATTENTION, FUSION_KINDS, FusionConfig
 from apt.models.highway import Highway, highway_masks
 from apt.models.hf_vlm import HFVLM
 from apt.models.layers import masked_attention, merge_heads, sincos_embedding
-from apt.models.policy_model import ModelConfig, VLAModel, load_stage1_state_dict, stage2_from_stage1
+from apt.models.policy_model import VLM_MODES, ModelConfig, VLAModel, load_stage1_state_dict, stage2_from_stage1
 from apt.models.vlm import VLMConfig
+from apt.training.options import TrainOptions
 from apt.training.ship import training_command
 from tests.test_models_vlm import _tiny_paligemma, _tiny_qwen3_vl
 
@@ -310,12 +311,6 @@ def test_both_flow_recipes_take_the_same_vlm_mode(tmp_path, demos_dir, capsys):
 
 def test_train_option_choices_match_the_config_types():
     """options.py repeats the config types' choices (it stays torch-free): they must not drift apart."""
-    import dataclasses
-
-    from apt.models.fusion import CARRY_MODES, FUSION_KINDS
-    from apt.models.policy_model import VLM_MODES
-    from apt.training.options import TrainOptions
-
     fields = {f.name: f.metadata["argparse"]["choices"] for f in dataclasses.fields(TrainOptions)
               if "choices" in f.metadata["argparse"]}
     assert (fields["vlm_mode"], fields["fusion"], fields["carry"]) == (VLM_MODES, FUSION_KINDS, CARRY_MODES)
